@@ -1,0 +1,56 @@
+"""One place that decides where tensors live and how randomness is seeded."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """The device to compute on: ``name`` if given, else cuda > mps > cpu.
+
+    ``name`` is anything ``torch.device`` accepts ("cpu", "cuda", "cuda:1", "mps").
+    """
+    if name is not None and name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} asked for, but Apple MPS is not available here; use 'cpu' or 'auto'")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_report(device: torch.device | None = None) -> str:
+    """One line naming the device, with a hint when only the CPU is in use."""
+    device = device or get_device()
+    if device.type == "cuda":
+        return f"Using GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Using Apple GPU (MPS)"
+    return ("Using CPU (no GPU found). Quick mode runs fine on a CPU; on Colab, "
+            "Runtime > Change runtime type > GPU makes full mode much faster.")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def is_quick() -> bool:
+    """Quick mode: ``BADSAD_QUICK=1``, or on by default when ``CI`` is set (``BADSAD_QUICK=0`` turns it off)."""
+    flag = os.environ.get("BADSAD_QUICK")
+    if flag is not None and flag.strip() != "":
+        return flag.strip().lower() not in ("0", "false", "no", "off")
+    return bool(os.environ.get("CI"))

@@ -1,0 +1,95 @@
+"""DeepSAD's LeNet-type networks (DESIGN 2.1): no bias terms, BatchNorm without affine
+parameters (eps 1e-4), leaky ReLU, max-pooling, and a final linear layer with no activation.
+These rules keep the network from mapping everything onto the center (the trivial solution).
+
+Encoders map (N, C, H, W) images to (N, rep_dim) codes; decoders mirror them with transposed
+convolutions and nearest-neighbour upsampling, ending in a sigmoid (images in [0, 1]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import dataset_name
+
+
+@dataclass(frozen=True)
+class Architecture:
+    in_channels: int
+    image_size: int
+    conv_channels: tuple[int, ...]   # one conv-BN-LReLU-pool block each
+    kernel: int
+    hidden: tuple[int, ...]          # fully connected layers (each with BN1d and LReLU) before the code
+    rep_dim: int
+    decoder: tuple[tuple[int, int, int], ...]  # (out_channels, kernel, padding) per transposed conv
+    upsample_first: bool             # MNIST-type decoders upsample before their first deconv
+
+
+ARCHITECTURES = {
+    # A small one of the same family for scikit-learn's 8x8 digits.
+    "digits": Architecture(1, 8, (8, 8), 3, (), 16, ((8, 3, 1), (1, 3, 1)), False),
+    "mnist": Architecture(1, 28, (8, 4), 5, (), 32, ((4, 5, 2), (8, 5, 3), (1, 5, 2)), True),
+    "fmnist": Architecture(1, 28, (16, 32), 5, (128,), 64, ((32, 5, 2), (16, 5, 3), (1, 5, 2)), True),
+    "cifar10": Architecture(3, 32, (32, 64, 128), 5, (), 128, ((128, 5, 2), (64, 5, 2), (32, 5, 2), (3, 5, 2)), False),
+}
+
+
+def architecture(dataset: str) -> Architecture:
+    return ARCHITECTURES[dataset_name(dataset)]
+
+
+def _bn2d(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=1e-4, affine=False)
+
+
+def build_encoder(dataset: str) -> nn.Sequential:
+    """phi for ``dataset``: (N, C, H, W) -> (N, rep_dim)."""
+    a = architecture(dataset)
+    layers: list[nn.Module] = []
+    channels, size = a.in_channels, a.image_size
+    for out in a.conv_channels:
+        layers += [nn.Conv2d(channels, out, a.kernel, bias=False, padding=a.kernel // 2), _bn2d(out),
+                   nn.LeakyReLU(), nn.MaxPool2d(2, 2)]
+        channels, size = out, size // 2
+    layers.append(nn.Flatten())
+    features = channels * size * size
+    for width in a.hidden:
+        layers += [nn.Linear(features, width, bias=False), nn.BatchNorm1d(width, eps=1e-4, affine=False),
+                   nn.LeakyReLU()]
+        features = width
+    layers.append(nn.Linear(features, a.rep_dim, bias=False))
+    return nn.Sequential(*layers)
+
+
+def build_decoder(dataset: str) -> nn.Sequential:
+    """The mirrored decoder: (N, rep_dim) -> (N, C, H, W) in [0, 1]."""
+    a = architecture(dataset)
+    channels = a.rep_dim // 16
+    layers: list[nn.Module] = [nn.Unflatten(1, (channels, 4, 4)), nn.LeakyReLU()]
+    for i, (out, kernel, padding) in enumerate(a.decoder):
+        if i > 0 or a.upsample_first:
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        layers.append(nn.ConvTranspose2d(channels, out, kernel, bias=False, padding=padding))
+        layers += [_bn2d(out), nn.LeakyReLU()] if i < len(a.decoder) - 1 else [nn.Sigmoid()]
+        channels = out
+    return nn.Sequential(*layers)
+
+
+class Autoencoder(nn.Module):
+    """Encoder + mirrored decoder, for reconstruction pretraining."""
+
+    def __init__(self, dataset: str):
+        super().__init__()
+        self.encoder = build_encoder(dataset)
+        self.decoder = build_decoder(dataset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def has_bias(module: nn.Module) -> bool:
+    """True if any layer of ``module`` carries a bias or an affine BatchNorm parameter."""
+    return any(name.endswith("bias") or name.endswith("weight") and isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for m in module.modules() for name, _ in m.named_parameters(recurse=False))

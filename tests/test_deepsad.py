@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+
+from badsad_lib.deepsad import CheckpointError, DeepSAD, center_from, deepsad_loss
+from badsad_lib.experiments import model_settings, train_clean
+from badsad_lib.metrics import auc
+from badsad_lib.networks import ARCHITECTURES, Autoencoder, build_encoder, has_bias
+from conftest import requires_data
+
+
+@pytest.mark.parametrize("dataset", list(ARCHITECTURES))
+def test_networks_have_no_bias_and_the_right_shapes(dataset):
+    a = ARCHITECTURES[dataset]
+    ae = Autoencoder(dataset)
+    x = torch.rand(4, a.in_channels, a.image_size, a.image_size)
+    assert ae.encoder(x).shape == (4, a.rep_dim)
+    assert ae(x).shape == x.shape and 0 <= ae(x).min() and ae(x).max() <= 1
+    assert not has_bias(ae)
+
+
+def test_mnist_encoder_is_the_papers():
+    enc = build_encoder("mnist")
+    shapes = [tuple(p.shape) for p in enc.parameters()]
+    assert shapes == [(8, 1, 5, 5), (4, 8, 5, 5), (32, 196)]
+
+
+def test_center_rule_moves_small_coordinates_out():
+    codes = torch.tensor([[0.05, -0.05, 0.5, 0.0], [0.03, -0.01, 0.7, 0.0]])
+    assert torch.allclose(center_from(codes), torch.tensor([0.1, -0.1, 0.6, 0.1]))
+
+
+def test_loss_pulls_unlabeled_and_pushes_labeled_anomalies():
+    dist = torch.tensor([4.0, 4.0, 4.0])
+    per = [deepsad_loss(dist[i:i + 1], torch.tensor([t])).item() for i, t in enumerate([0, 1, -1])]
+    assert per == pytest.approx([4.0, 4.0 + 1e-6, 1 / (4.0 + 1e-6)])
+
+
+def test_pretraining_weights_are_copied_into_phi(digits_split):
+    s = digits_split
+    captured = {}
+    original = Autoencoder.__init__
+
+    def spy(self, dataset):
+        original(self, dataset)
+        captured["ae"] = self
+    Autoencoder.__init__ = spy
+    try:
+        model = DeepSAD("digits", epochs=0, ae_epochs=5, lr=1e-3, ae_lr=1e-3, batch_size=32, progress=False)
+        model.fit(s.x_train, s.semi_targets)
+    finally:
+        Autoencoder.__init__ = original
+    ae_state = captured["ae"].encoder.state_dict()
+    fresh = build_encoder("digits").state_dict()
+    for key, value in model.net_.state_dict().items():
+        assert torch.equal(value.cpu(), ae_state[key].cpu()), key
+    assert any(not torch.equal(v, fresh[k]) for k, v in ae_state.items() if v.is_floating_point())
+    assert model.ae_history_[-1] < model.ae_history_[0]
+
+
+def test_training_lowers_the_loss_and_detects(digits_model, digits_split):
+    h = digits_model.history_
+    assert h[-1] < 0.5 * h[0]
+    scores = digits_model.decision_function(digits_split.x_test)
+    assert auc(scores, digits_split.y_test) > 0.95
+    # not collapsed onto c: normal scores spread, anomalies far from zero
+    assert np.std(scores) > 1e-3 and np.median(scores[digits_split.y_test.numpy() == 1]) > 1e-2
+
+
+def test_predict_uses_the_validation_threshold(digits_model, digits_split):
+    val_pred = digits_model.predict(digits_split.x_val)
+    assert 0.0 < val_pred.mean() <= 0.15  # ~5% false alarms at q = 95
+    assert digits_model.predict(digits_split.x_test_anomalous).mean() > 0.7
+
+
+def test_save_load_roundtrip_gives_identical_scores(digits_model, digits_split, tmp_path):
+    path = tmp_path / "m.pt"
+    digits_model.save(path)
+    loaded = DeepSAD.load(path)
+    np.testing.assert_array_equal(loaded.decision_function(digits_split.x_test),
+                                  digits_model.decision_function(digits_split.x_test))
+    assert loaded.threshold_ == digits_model.threshold_
+    assert not [p for p in tmp_path.iterdir() if p.name != "m.pt"]  # no temp file left behind
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        DeepSAD.load(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="badsad-deepsad-v1"):
+        DeepSAD.load(foreign)
+
+
+def test_bad_inputs_get_clear_errors(digits_model):
+    with pytest.raises(ValueError, match=r"shape \(5, 1, 28, 28\).*\(N, 1, 8, 8\)"):
+        digits_model.decision_function(torch.rand(5, 1, 28, 28))
+    with pytest.raises(ValueError, match="dtype torch.uint8"):
+        digits_model.decision_function(torch.zeros(5, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"holds \[2\]"):
+        DeepSAD("digits", progress=False).fit(torch.rand(10, 1, 8, 8), torch.full((10,), 2))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DeepSAD("digits").decision_function(torch.rand(2, 1, 8, 8))
+
+
+def test_seeded_training_is_reproducible(digits_split):
+    s = digits_split
+    kw = dict(model_settings("digits", True), epochs=5, ae_epochs=3)
+    a = DeepSAD("digits", **kw, seed=3, progress=False).fit(s.x_train, s.semi_targets)
+    b = DeepSAD("digits", **kw, seed=3, progress=False).fit(s.x_train, s.semi_targets)
+    np.testing.assert_allclose(a.decision_function(s.x_test), b.decision_function(s.x_test), rtol=1e-5)
+
+
+@requires_data
+def test_mnist_quick_reaches_the_papers_auc():
+    _, _, metrics = train_clean("mnist", normal_class=0, labeled_ratio=0.05, quick=True)
+    assert metrics["auc"] >= 0.97
