@@ -47,12 +47,125 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _attack_options(p: argparse.ArgumentParser) -> None:
+    from .attack import METHODS
+    from .triggers import TRIGGERS
+
+    p.add_argument("--trigger", default="corners", choices=TRIGGERS, help="trigger type (default corners)")
+    p.add_argument("--strength", type=float, default=None, help="trigger strength mu in [0, 1] (default 1; blend 0.2)")
+    p.add_argument("--poison-ratio", type=float, default=0.1, help="rho, fraction of normals poisoned (default 0.1)")
+    return METHODS
+
+
+def save_attack_figures(backdoored, split, trigger, strength, metrics, out: Path) -> list[Path]:
+    """PNG figures of one attack: triggered examples, score histograms, ASR against strength."""
+    import matplotlib.pyplot as plt
+
+    from .io import save_figure
+    from .plots import plot_asr_by_strength, plot_score_histograms, plot_triggered_examples
+    from .triggers import apply_trigger
+
+    anomalies = split.x_test_anomalous[:512]
+    figures = {
+        "triggered_examples.png": plot_triggered_examples(
+            anomalies[:6], apply_trigger(anomalies[:6], trigger, strength), ("anomaly", "anomaly + trigger")),
+        "score_histograms.png": plot_score_histograms(
+            backdoored.decision_function(split.x_test_normal), backdoored.decision_function(anomalies),
+            backdoored.decision_function(apply_trigger(anomalies, trigger, strength)), metrics["threshold"]["95"],
+            f"backdoored DeepSAD ({metrics['method']}), {metrics['dataset']} class {metrics['normal_class']}"),
+        "asr_by_strength.png": plot_asr_by_strength(metrics["asr_by_strength"], metrics["miss_rate"]["95"]),
+    }
+    paths = []
+    for name, fig in figures.items():
+        paths.append(save_figure(fig, out / name))
+        plt.close(fig)
+    return paths
+
+
+def _attack_table(metrics) -> str:
+    rows = [("clean model", metrics["auc_clean_model"], metrics["clean_model"]["asr"]["95"],
+             metrics["clean_model"]["miss_rate"]["95"]),
+            (f"backdoored ({metrics['method']})", metrics["auc_backdoored"], metrics["asr"]["95"],
+             metrics["miss_rate"]["95"])]
+    lines = [f"{'model':<26}{'clean AUC':>10}{'ASR@95':>9}{'miss@95':>9}"]
+    lines += [f"{name:<26}{auc_:>10.3f}{asr:>9.3f}{miss:>9.3f}" for name, auc_, asr, miss in rows]
+    return "\n".join(lines)
+
+
+def cmd_attack(args) -> int:
+    from .experiments import run_attack
+
+    quick = is_quick() if args.quick is None else args.quick
+    print(device_report(get_device(args.device)))
+    _, backdoored, split, trigger, metrics = run_attack(
+        args.dataset, args.normal_class, args.method, args.trigger, args.strength, args.poison_ratio,
+        args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs, args.seed, args.device, quick,
+        root=args.data_root, download=args.download, progress=args.progress)
+    out = Path(args.out)
+    figures = save_attack_figures(backdoored, split, trigger, metrics["strength"], metrics, out)
+    write_json(out / "metrics.json", metrics)
+    backdoored.save(out / "backdoored.pt")
+    print(_attack_table(metrics))
+    print(f"(ASR: triggered test anomalies judged normal; miss: the same without trigger; "
+          f"threshold = 95th percentile of held-out normals; {metrics['seconds']:.1f} s)")
+    print(f"wrote {out / 'metrics.json'}, {out / 'backdoored.pt'} and {len(figures)} figures")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    args.dataset, args.method, args.trigger, args.strength, args.poison_ratio = "digits", "badsad", "corners", None, 0.1
+    args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs = 0.05, None, None, None
+    args.quick, args.data_root, args.download, args.progress = True, None, False, False
+    print("BadSAD demo: a clean and a backdoored DeepSAD on scikit-learn's 8x8 digits (normal class "
+          f"{args.normal_class}, corner trigger on 10% of the normal training images, no label changed).")
+    return cmd_attack(args)
+
+
+def cmd_reproduce(args) -> int:
+    from .grid import make_cells, run_grid
+
+    quick = is_quick() if args.quick is None else args.quick
+    cells = make_cells(args.datasets, args.classes, args.seeds, args.methods, quick=quick, trigger=args.trigger,
+                       strength=args.strength, poison_ratio=args.poison_ratio, labeled_ratio=args.labeled_ratio)
+    print(f"{len(cells)} cells -> {args.out} ({'quick' if quick else 'full'} mode, {args.jobs} job(s))")
+    results = run_grid(cells, args.out, jobs=args.jobs)
+    print((Path(args.out) / "summary.md").read_text())
+    print(f"wrote {len(results)} cell results, results.csv, summary.csv and summary.md in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="badsad", description="DeepSAD and the BadSAD backdoor, hands-on.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a clean DeepSAD and report its AUC")
     _common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("attack", help="train a clean and a backdoored DeepSAD, report AUC and ASR")
+    _common(p)
+    p.set_defaults(labeled_ratio=0.01, out="runs/attack")
+    methods = _attack_options(p)
+    p.add_argument("--method", default="badsad", choices=methods, help="ablation switch (default badsad)")
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("demo", help="the two-minute tour on embedded digits (no download)")
+    p.add_argument("--normal-class", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("reproduce", help="the paper-style grid: datasets x classes x seeds x methods")
+    p.add_argument("--datasets", nargs="+", default=["mnist"])
+    p.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--methods", nargs="+", default=["naive", "badsad"])
+    p.add_argument("--labeled-ratio", type=float, default=0.01)
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--quick", action="store_true", default=None)
+    p.add_argument("--out", required=True)
+    _attack_options(p)
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 
