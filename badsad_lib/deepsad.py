@@ -160,53 +160,45 @@ class DeepSAD:
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _bar(self, n: int, desc: str):
-        return tqdm(range(n), desc=desc, disable=not self.progress, leave=False)
-
-    def _pretrain(self, ae: Autoencoder, X: torch.Tensor, gen: torch.Generator) -> list[float]:
-        opt = torch.optim.Adam(ae.parameters(), lr=self.ae_lr, weight_decay=self.ae_weight_decay)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(self.ae_milestones), gamma=0.1)
+    def _epochs(self, module: nn.Module, n: int, batch_size: int, epochs: int, lr: float, weight_decay: float,
+                milestones, desc: str, gen: torch.Generator, batch_loss) -> list[float]:
+        """Adam with x0.1 steps at ``milestones``; ``batch_loss(idx)`` -> loss of one mini-batch. Mean loss per epoch."""
+        opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
         history = []
-        ae.train()
-        bar = self._bar(self.ae_epochs, "autoencoder")
+        module.train()
+        bar = tqdm(range(epochs), desc=desc, disable=not self.progress, leave=False)
         for _ in bar:
-            total, n = 0.0, 0
-            for idx in batches(len(X), self.batch_size, gen):
-                xb = X[idx]
-                loss = ((ae(xb) - xb) ** 2).flatten(1).sum(1).mean()
+            total = 0.0
+            for idx in batches(n, batch_size, gen):
+                loss = batch_loss(idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, n = total + loss.item() * len(idx), n + len(idx)
-            sched.step()
-            history.append(total / n)
-            bar.set_postfix(loss=f"{history[-1]:.4g}")
-        return history
-
-    def _train(self, X, y, gen, objective) -> list[float]:
-        net, c = self.net_, self.c_
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(self.milestones), gamma=0.1)
-        history = []
-        net.train()
-        bar = self._bar(self.epochs, "DeepSAD")
-        for _ in bar:
-            total, n = 0.0, 0
-            for idx in batches(len(X), self.batch_size, gen):
-                if objective is None:
-                    loss = deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], self.eta)
-                else:
-                    loss = objective(net, c, X[idx], y[idx], idx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total, n = total + loss.item() * len(idx), n + len(idx)
+                total += loss.item() * len(idx)
             sched.step()
             history.append(total / n)
             if not math.isfinite(history[-1]):
-                raise FloatingPointError(f"DeepSAD loss became {history[-1]} at epoch {len(history)}; lower lr={self.lr}")
+                raise FloatingPointError(f"{desc} loss became {history[-1]} at epoch {len(history)}; lower lr={lr}")
             bar.set_postfix(loss=f"{history[-1]:.4g}")
         return history
+
+    def _pretrain(self, ae: Autoencoder, X: torch.Tensor, gen: torch.Generator) -> list[float]:
+        def batch_loss(idx):
+            xb = X[idx]
+            return ((ae(xb) - xb) ** 2).flatten(1).sum(1).mean()
+        return self._epochs(ae, len(X), self.batch_size, self.ae_epochs, self.ae_lr, self.ae_weight_decay,
+                            self.ae_milestones, "autoencoder", gen, batch_loss)
+
+    def _train(self, X, y, gen, objective) -> list[float]:
+        net, c = self.net_, self.c_
+
+        def batch_loss(idx):
+            if objective is None:
+                return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], self.eta)
+            return objective(net, c, X[idx], y[idx], idx)
+        return self._epochs(net, len(X), self.batch_size, self.epochs, self.lr, self.weight_decay, self.milestones,
+                            "DeepSAD", gen, batch_loss)
 
     # ------------------------------------------------------------------ inference
     def _require_fitted(self):
