@@ -1,4 +1,4 @@
-"""The ``badsad`` command line: train, attack, demo, reproduce."""
+"""The ``badsad`` command line: train, attack, defend, demo, reproduce."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS, DatasetNotFoundError
+from .defenses import DEFENSES
 from .device import device_report, get_device, is_quick
-from .io import write_json
+from .io import write_json, write_text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -47,13 +48,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _attack_options(p: argparse.ArgumentParser) -> None:
+def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """--trigger, --strength, --poison-ratio; with ``many`` the last two take several values (a grid axis)."""
     from .attack import METHODS
     from .triggers import TRIGGERS
 
+    nargs, default_mu, default_rho = ("+", [None], [0.1]) if many else (None, None, 0.1)
     p.add_argument("--trigger", default="corners", choices=TRIGGERS, help="trigger type (default corners)")
-    p.add_argument("--strength", type=float, default=None, help="trigger strength mu in [0, 1] (default 1; blend 0.2)")
-    p.add_argument("--poison-ratio", type=float, default=0.1, help="rho, fraction of normals poisoned (default 0.1)")
+    p.add_argument("--strength", type=float, nargs=nargs, default=default_mu,
+                   help="trigger strength mu in [0, 1] (default 1; blend 0.2)")
+    p.add_argument("--poison-ratio", type=float, nargs=nargs, default=default_rho,
+                   help="rho, fraction of normals poisoned (default 0.1)")
     return METHODS
 
 
@@ -92,15 +97,19 @@ def _attack_table(metrics) -> str:
     return "\n".join(lines)
 
 
-def cmd_attack(args) -> int:
+def _run_attack(args):
+    """run_attack with the command line's options: (backdoored, split, trigger, metrics)."""
     from .experiments import run_attack
 
     quick = is_quick() if args.quick is None else args.quick
     print(device_report(get_device(args.device)))
-    _, backdoored, split, trigger, metrics = run_attack(
-        args.dataset, args.normal_class, args.method, args.trigger, args.strength, args.poison_ratio,
-        args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs, args.seed, args.device, quick,
-        root=args.data_root, download=args.download, progress=args.progress)
+    return run_attack(args.dataset, args.normal_class, args.method, args.trigger, args.strength, args.poison_ratio,
+                      args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs, args.seed,
+                      args.device, quick, root=args.data_root, download=args.download, progress=args.progress)[1:]
+
+
+def cmd_attack(args) -> int:
+    backdoored, split, trigger, metrics = _run_attack(args)
     out = Path(args.out)
     figures = save_attack_figures(backdoored, split, trigger, metrics["strength"], metrics, out)
     write_json(out / "metrics.json", metrics)
@@ -112,9 +121,26 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_defend(args) -> int:
+    from .defenses import run_defenses, scenario_for
+    from .grid import write_defense_tables
+
+    backdoored, split, trigger, metrics = _run_attack(args)
+    scenario = scenario_for(backdoored, split, trigger, metrics["strength"], args.poison_ratio, args.seed)
+    metrics["defenses"] = run_defenses(args.defense, scenario)
+    out = Path(args.out)
+    write_json(out / "metrics.json", metrics)
+    table = write_defense_tables([metrics], out)
+    write_text(out / "defenses.md", table)
+    print(_attack_table(metrics))
+    print(table)
+    print(f"wrote {out / 'metrics.json'}, {out / 'defenses.csv'} and {out / 'defenses.md'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     args.dataset, args.method, args.trigger, args.strength, args.poison_ratio = "digits", "badsad", "corners", None, 0.1
-    args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs = 0.05, None, None, None
+    args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs = 0.01, None, None, None
     args.quick, args.data_root, args.download, args.progress = True, None, False, False
     print("BadSAD demo: a clean and a backdoored DeepSAD on scikit-learn's 8x8 digits (normal class "
           f"{args.normal_class}, corner trigger on 10% of the normal training images, no label changed).")
@@ -125,8 +151,9 @@ def cmd_reproduce(args) -> int:
     from .grid import make_cells, run_grid
 
     quick = is_quick() if args.quick is None else args.quick
-    cells = make_cells(args.datasets, args.classes, args.seeds, args.methods, quick=quick, trigger=args.trigger,
-                       strength=args.strength, poison_ratio=args.poison_ratio, labeled_ratio=args.labeled_ratio)
+    cells = make_cells(args.datasets, args.classes, args.seeds, args.methods, strengths=args.strength,
+                       poison_ratios=args.poison_ratio, defenses=args.defenses, quick=quick, trigger=args.trigger,
+                       labeled_ratio=args.labeled_ratio)
     print(f"{len(cells)} cells -> {args.out} ({'quick' if quick else 'full'} mode, {args.jobs} job(s))")
     results = run_grid(cells, args.out, jobs=args.jobs)
     print((Path(args.out) / "summary.md").read_text())
@@ -148,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="badsad", choices=methods, help="ablation switch (default badsad)")
     p.set_defaults(func=cmd_attack)
 
+    p = sub.add_parser("defend", help="backdoor a DeepSAD, then run defenses against it and measure them")
+    _common(p)
+    p.set_defaults(labeled_ratio=0.01, out="runs/defend")
+    methods = _attack_options(p)
+    p.add_argument("--method", default="badsad", choices=methods, help="the attack to defend against")
+    p.add_argument("--defense", nargs="+", default=list(DEFENSES), choices=DEFENSES, metavar="NAME",
+                   help=f"one or more of: {', '.join(DEFENSES)} (default all)")
+    p.set_defaults(func=cmd_defend)
+
     p = sub.add_parser("demo", help="the two-minute tour on embedded digits (no download)")
     p.add_argument("--normal-class", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -164,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--quick", action="store_true", default=None)
     p.add_argument("--out", required=True)
-    _attack_options(p)
+    p.add_argument("--defenses", nargs="+", default=[], choices=DEFENSES, metavar="NAME",
+                   help="also run these defenses on every backdoored model (tables in defenses.csv / summary.md)")
+    _attack_options(p, many=True)
     p.set_defaults(func=cmd_reproduce)
     return parser
 

@@ -45,6 +45,8 @@ def training_settings(dataset: str, quick: bool) -> dict:
 
 # objective(phi, c, x_batch (B, C, H, W), y_batch (B,), idx (B,)) -> scalar loss
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# callback(phase "autoencoder" | "DeepSAD", epoch (1-based), mean loss of that epoch), e.g. a live loss plot
+EpochCallback = Callable[[str, int, float], None]
 
 
 class CheckpointError(ValueError):
@@ -96,7 +98,7 @@ class DeepSAD:
     def __init__(self, dataset: str = "mnist", *, eta: float = 1.0, epochs: int = 150, lr: float = 1e-4,
                  milestones=(50,), weight_decay: float = 5e-7, batch_size: int = 128, ae_epochs: int = 150,
                  ae_lr: float = 1e-4, ae_milestones=(), ae_weight_decay: float = 5e-4, q: float = 95.0,
-                 device=None, seed: int = 0, progress: bool = True):
+                 bias: bool = False, device=None, seed: int = 0, progress: bool = True):
         self.dataset = dataset_name(dataset)
         if eta <= 0:
             raise ValueError(f"eta={eta} must be positive")
@@ -109,6 +111,7 @@ class DeepSAD:
         self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
         self.ae_epochs, self.ae_lr, self.ae_milestones = int(ae_epochs), float(ae_lr), tuple(ae_milestones)
         self.ae_weight_decay, self.q, self.seed, self.progress = float(ae_weight_decay), float(q), int(seed), progress
+        self.bias = bool(bias)  # True breaks the anti-collapse rules (lesson 01's demonstration only)
         self.device = get_device(device) if not isinstance(device, torch.device) else device
         self.net_: nn.Module | None = None
         self.c_: torch.Tensor | None = None
@@ -122,15 +125,17 @@ class DeepSAD:
         return dict(dataset=self.dataset, eta=self.eta, epochs=self.epochs, lr=self.lr,
                     milestones=list(self.milestones), weight_decay=self.weight_decay, batch_size=self.batch_size,
                     ae_epochs=self.ae_epochs, ae_lr=self.ae_lr, ae_milestones=list(self.ae_milestones),
-                    ae_weight_decay=self.ae_weight_decay, q=self.q, seed=self.seed)
+                    ae_weight_decay=self.ae_weight_decay, q=self.q, bias=self.bias, seed=self.seed)
 
-    def fit(self, X, y=None, *, X_val=None, objective: Objective | None = None):
+    def fit(self, X, y=None, *, X_val=None, objective: Objective | None = None,
+            callback: EpochCallback | None = None):
         """Pretrain an autoencoder on X, copy its encoder into phi, fix c, then train phi.
 
         X: (N, C, H, W) images in [0, 1]; y: (N,) semi-supervised targets in {0, +1, -1} (None = all 0).
         X_val: held-out clean normals; ``threshold_`` is their q-th percentile score (else the
         training images with y >= 0 are used). ``objective(phi, c, x, y, idx)`` replaces the DeepSAD
         mini-batch loss (the BadSAD attack passes one; idx are the batch's indices into X).
+        ``callback(phase, epoch, loss)`` is called after every epoch of both phases.
         """
         start = time.perf_counter()
         X = _check_images(X, self.dataset)
@@ -146,13 +151,13 @@ class DeepSAD:
         gen = torch.Generator().manual_seed(self.seed)
         X, y = X.to(self.device), y.to(self.device)
 
-        self.net_ = build_encoder(self.dataset).to(self.device)
+        self.net_ = build_encoder(self.dataset, self.bias).to(self.device)
         if self.ae_epochs > 0:
-            ae = Autoencoder(self.dataset).to(self.device)
-            self.ae_history_ = self._pretrain(ae, X, gen)
+            ae = Autoencoder(self.dataset, self.bias).to(self.device)
+            self.ae_history_ = self._pretrain(ae, X, gen, callback)
             self.net_.load_state_dict(ae.encoder.state_dict())
         self.c_ = center_from(self._codes(X))
-        self.history_ = self._train(X, y, gen, objective)
+        self.history_ = self._train(X, y, gen, objective, callback)
         if X_val is not None:
             self.set_threshold(X_val)
         else:
@@ -161,7 +166,7 @@ class DeepSAD:
         return self
 
     def _epochs(self, module: nn.Module, n: int, batch_size: int, epochs: int, lr: float, weight_decay: float,
-                milestones, desc: str, gen: torch.Generator, batch_loss) -> list[float]:
+                milestones, desc: str, gen: torch.Generator, batch_loss, callback=None) -> list[float]:
         """Adam with x0.1 steps at ``milestones``; ``batch_loss(idx)`` -> loss of one mini-batch. Mean loss per epoch."""
         opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
@@ -181,16 +186,18 @@ class DeepSAD:
             if not math.isfinite(history[-1]):
                 raise FloatingPointError(f"{desc} loss became {history[-1]} at epoch {len(history)}; lower lr={lr}")
             bar.set_postfix(loss=f"{history[-1]:.4g}")
+            if callback is not None:
+                callback(desc, len(history), history[-1])
         return history
 
-    def _pretrain(self, ae: Autoencoder, X: torch.Tensor, gen: torch.Generator) -> list[float]:
+    def _pretrain(self, ae: Autoencoder, X: torch.Tensor, gen: torch.Generator, callback=None) -> list[float]:
         def batch_loss(idx):
             xb = X[idx]
             return ((ae(xb) - xb) ** 2).flatten(1).sum(1).mean()
         return self._epochs(ae, len(X), self.batch_size, self.ae_epochs, self.ae_lr, self.ae_weight_decay,
-                            self.ae_milestones, "autoencoder", gen, batch_loss)
+                            self.ae_milestones, "autoencoder", gen, batch_loss, callback)
 
-    def _train(self, X, y, gen, objective) -> list[float]:
+    def _train(self, X, y, gen, objective, callback=None) -> list[float]:
         net, c = self.net_, self.c_
 
         def batch_loss(idx):
@@ -198,7 +205,31 @@ class DeepSAD:
                 return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], self.eta)
             return objective(net, c, X[idx], y[idx], idx)
         return self._epochs(net, len(X), self.batch_size, self.epochs, self.lr, self.weight_decay, self.milestones,
-                            "DeepSAD", gen, batch_loss)
+                            "DeepSAD", gen, batch_loss, callback)
+
+    def fine_tune(self, X, y=None, *, epochs: int = 5, lr: float = 1e-4, X_val=None):
+        """Continue training phi on X (N, C, H, W) with targets y (default all 0) and the DeepSAD loss.
+
+        The center c stays frozen; ``threshold_`` is re-set from X_val when given. Model repair
+        (fine-tuning, fine-pruning) and trigger unlearning use this.
+        """
+        self._require_fitted()
+        X = _check_images(X, self.dataset).to(self.device)
+        y = torch.zeros(len(X), dtype=torch.long) if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} targets for {X.shape[0]} images")
+        y = y.to(self.device)
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        net, c = self.net_, self.c_
+
+        def batch_loss(idx):
+            return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], self.eta)
+        self.history_ = self.history_ + self._epochs(net, len(X), min(self.batch_size, len(X)), int(epochs), lr,
+                                                     self.weight_decay, (), "fine-tune", gen, batch_loss)
+        net.eval()
+        if X_val is not None:
+            self.set_threshold(X_val)
+        return self
 
     # ------------------------------------------------------------------ inference
     def _require_fitted(self):
@@ -267,7 +298,7 @@ class DeepSAD:
         config["milestones"] = tuple(config["milestones"])
         config["ae_milestones"] = tuple(config["ae_milestones"])
         model = cls(**config, device=device, progress=False)
-        model.net_ = build_encoder(model.dataset).to(model.device)
+        model.net_ = build_encoder(model.dataset, model.bias).to(model.device)
         try:
             model.net_.load_state_dict(state["net"])
         except RuntimeError as err:

@@ -40,30 +40,34 @@ def architecture(dataset: str) -> Architecture:
     return ARCHITECTURES[dataset_name(dataset)]
 
 
-def _bn2d(c: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, eps=1e-4, affine=False)
+def _bn2d(c: int, bias: bool = False) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=1e-4, affine=bias)
 
 
-def build_encoder(dataset: str) -> nn.Sequential:
-    """phi for ``dataset``: (N, C, H, W) -> (N, rep_dim)."""
+def build_encoder(dataset: str, bias: bool = False) -> nn.Sequential:
+    """phi for ``dataset``: (N, C, H, W) -> (N, rep_dim).
+
+    ``bias=True`` breaks DeepSAD's rules on purpose (bias terms and affine BatchNorm everywhere), so
+    lesson 01 can show the collapse they prevent; never use it for a real detector.
+    """
     a = architecture(dataset)
     layers: list[nn.Module] = []
     channels, size = a.in_channels, a.image_size
     for out in a.conv_channels:
-        layers += [nn.Conv2d(channels, out, a.kernel, bias=False, padding=a.kernel // 2), _bn2d(out),
+        layers += [nn.Conv2d(channels, out, a.kernel, bias=bias, padding=a.kernel // 2), _bn2d(out, bias),
                    nn.LeakyReLU(), nn.MaxPool2d(2, 2)]
         channels, size = out, size // 2
     layers.append(nn.Flatten())
     features = channels * size * size
     for width in a.hidden:
-        layers += [nn.Linear(features, width, bias=False), nn.BatchNorm1d(width, eps=1e-4, affine=False),
+        layers += [nn.Linear(features, width, bias=bias), nn.BatchNorm1d(width, eps=1e-4, affine=bias),
                    nn.LeakyReLU()]
         features = width
-    layers.append(nn.Linear(features, a.rep_dim, bias=False))
+    layers.append(nn.Linear(features, a.rep_dim, bias=bias))
     return nn.Sequential(*layers)
 
 
-def build_decoder(dataset: str) -> nn.Sequential:
+def build_decoder(dataset: str, bias: bool = False) -> nn.Sequential:
     """The mirrored decoder: (N, rep_dim) -> (N, C, H, W) in [0, 1]."""
     a = architecture(dataset)
     channels = a.rep_dim // 16
@@ -71,8 +75,8 @@ def build_decoder(dataset: str) -> nn.Sequential:
     for i, (out, kernel, padding) in enumerate(a.decoder):
         if i > 0 or a.upsample_first:
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        layers.append(nn.ConvTranspose2d(channels, out, kernel, bias=False, padding=padding))
-        layers += [_bn2d(out), nn.LeakyReLU()] if i < len(a.decoder) - 1 else [nn.Sigmoid()]
+        layers.append(nn.ConvTranspose2d(channels, out, kernel, bias=bias, padding=padding))
+        layers += [_bn2d(out, bias), nn.LeakyReLU()] if i < len(a.decoder) - 1 else [nn.Sigmoid()]
         channels = out
     return nn.Sequential(*layers)
 
@@ -80,10 +84,10 @@ def build_decoder(dataset: str) -> nn.Sequential:
 class Autoencoder(nn.Module):
     """Encoder + mirrored decoder, for reconstruction pretraining."""
 
-    def __init__(self, dataset: str):
+    def __init__(self, dataset: str, bias: bool = False):
         super().__init__()
-        self.encoder = build_encoder(dataset)
-        self.decoder = build_decoder(dataset)
+        self.encoder = build_encoder(dataset, bias)
+        self.decoder = build_decoder(dataset, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -41,8 +41,8 @@ def test_pretraining_weights_are_copied_into_phi(digits_split):
     captured = {}
     original = Autoencoder.__init__
 
-    def spy(self, dataset):
-        original(self, dataset)
+    def spy(self, dataset, *args):
+        original(self, dataset, *args)
         captured["ae"] = self
     Autoencoder.__init__ = spy
     try:
@@ -117,3 +117,21 @@ def test_seeded_training_is_reproducible(digits_split):
 def test_mnist_quick_reaches_the_papers_auc():
     _, _, metrics = train_clean("mnist", normal_class=0, labeled_ratio=0.05, quick=True)
     assert metrics["auc"] >= 0.97
+
+
+def test_fit_reports_every_epoch_to_the_callback(digits_split):
+    s = digits_split
+    seen = []
+    DeepSAD("digits", epochs=3, ae_epochs=2, batch_size=32, progress=False).fit(
+        s.x_train, s.semi_targets, callback=lambda phase, epoch, loss: seen.append((phase, epoch)))
+    assert seen == [("autoencoder", 1), ("autoencoder", 2), ("DeepSAD", 1), ("DeepSAD", 2), ("DeepSAD", 3)]
+
+
+def test_fine_tune_keeps_the_center_and_changes_weights(digits_model, digits_split):
+    model = DeepSAD.from_state(digits_model.state())
+    before = [p.detach().clone() for p in model.net_.parameters()]
+    c = model.c_.clone()
+    model.fine_tune(digits_split.x_val, epochs=2, lr=1e-3)
+    assert torch.equal(model.c_, c)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.net_.parameters()))
+    assert len(model.history_) == len(digits_model.history_) + 2

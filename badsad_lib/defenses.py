@@ -1,0 +1,342 @@
+"""Defenses against a backdoored DeepSAD, adapted to a one-class, score-only detector (DESIGN 2.4).
+
+What the defender has (the outsourcing victim): the trained model, the training set it handed
+over (with the poisoned normals, unmarked), its own clean normal images (the validation split,
+halved: one half to repair with, one to set thresholds on), and the few labeled anomalies of
+the training set. It does not know the trigger, the poisoned indices or the attack.
+
+Every defense returns a ``DefenseResult``: clean AUC and ASR at tau_95 before and after (the
+threshold re-set on the defender's clean normals after the defense), DER (DESIGN 2.3), and
+TPR/FPR where the defense detects something (poisoned training images, or triggered inputs).
+
+- ``spectral_signatures`` / ``activation_clustering``: training-set inspection on phi(x); they
+  detect, they do not change the model (retraining on the cleaned set is the victim doing the
+  training itself, which the threat model rules out, and plain DeepSAD on the poisoned set has
+  no backdoor anyway: lesson 02).
+- ``strip``: test-time inspection. Superimpose the input on clean normals; a triggered input keeps
+  its trigger in every blend and is scored consistently normal, while a real normal overlaid with
+  another digit looks unusual. Low mean blend score => flagged as triggered (score consistency in
+  place of STRIP's label entropy).
+- ``fine_pruning``: zero the inputs of phi's last layer least active on clean normals (``ratio``),
+  then fine-tune with the DeepSAD loss on clean normals, c frozen. ``ratio=0`` is plain fine-tuning.
+- ``preprocess``: score a transformed input: erase the corners, blur, or shrink-and-pad.
+- ``reverse_trigger``: Neural Cleanse for the one target ("normal"): optimise a small mask m and
+  pattern p that pull the defender's labeled anomalies to c. Its cross-label outlier test cannot
+  exist with one class; it is replaced by a held-out test: the backdoor is flagged when the
+  reversed trigger, at most ``budget`` of the image, makes most held-out labeled anomalies pass
+  tau. The model is then repaired by unlearning: fine-tune with those anomalies, stamped with the
+  reversed trigger, pushed away (y = -1) and clean normals pulled in.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .deepsad import DeepSAD
+from .metrics import attack_success_rate, auc, defense_effectiveness_rate, threshold
+from .triggers import Trigger, apply_trigger
+
+DEFENSES = ("spectral", "clustering", "strip", "fine_tuning", "fine_pruning", "preprocess", "reverse_trigger")
+
+
+@dataclass
+class Scenario:
+    """A handed-over model and what the defender and the evaluator know (N training images)."""
+    model: DeepSAD
+    x_train: torch.Tensor          # (N, C, H, W) the training set as trained on (poisoned normals included)
+    semi_targets: torch.Tensor     # (N,) 0 unlabeled, -1 labeled anomaly, +1 labeled normal
+    x_clean: torch.Tensor          # (M, C, H, W) the defender's own clean normals
+    x_test: torch.Tensor           # (T, C, H, W)
+    y_test: torch.Tensor           # (T,) 1 = anomaly
+    trigger: Trigger               # for evaluation only: defenses never read it
+    strength: float
+    poisoned: np.ndarray           # indices into x_train, for evaluation only
+
+    @property
+    def repair_normals(self) -> torch.Tensor:
+        return self.x_clean[: len(self.x_clean) // 2]
+
+    @property
+    def threshold_normals(self) -> torch.Tensor:
+        return self.x_clean[len(self.x_clean) // 2:]
+
+    @property
+    def labeled_anomalies(self) -> torch.Tensor:
+        return self.x_train[self.semi_targets == -1]
+
+
+@dataclass
+class DefenseResult:
+    defense: str
+    auc_before: float
+    asr_before: float
+    auc_after: float | None = None    # None: the defense only detects, the model is unchanged
+    asr_after: float | None = None
+    der: float | None = None
+    tpr: float | None = None          # share of poisoned training images / triggered inputs flagged
+    fpr: float | None = None          # share of clean training normals / clean test inputs flagged
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scenario_for(model: DeepSAD, split, trigger: Trigger, strength: float, poison_ratio: float,
+                 seed: int = 0) -> Scenario:
+    """The scenario of a model backdoored on ``split`` (the poisoned training set is rebuilt from the seed)."""
+    from .attack import poison_normals
+
+    x_train, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class,
+                                       trigger, poison_ratio, strength, seed)
+    return Scenario(model, x_train, split.semi_targets, split.x_val, split.x_test, split.y_test, trigger,
+                    float(strength), poisoned)
+
+
+def run_defenses(names, s: Scenario) -> list[dict]:
+    """Every defense in ``names`` on scenario ``s``, as JSON-ready dicts."""
+    return [run_defense(name, s).to_dict() for name in names]
+
+
+def _asr_auc(score_fn, s: Scenario) -> tuple[float, float, float]:
+    """(clean AUC, ASR at tau_95, tau_95) of a scoring pipeline x -> scores (N,)."""
+    tau = threshold(score_fn(s.threshold_normals), 95)
+    anomalies = s.x_test[s.y_test == 1]
+    asr = attack_success_rate(score_fn(apply_trigger(anomalies, s.trigger, s.strength)), tau)
+    return auc(score_fn(s.x_test), s.y_test.numpy()), asr, tau
+
+
+def _result(name: str, s: Scenario, after_fn=None, start: float = 0.0, **kwargs) -> DefenseResult:
+    auc_b, asr_b, _ = _asr_auc(s.model.decision_function, s)
+    r = DefenseResult(name, auc_b, asr_b, **kwargs)
+    if after_fn is not None:
+        r.auc_after, r.asr_after, _ = _asr_auc(after_fn, s)
+        r.der = defense_effectiveness_rate(asr_b, r.asr_after, auc_b, r.auc_after)
+    r.seconds = time.perf_counter() - start
+    return r
+
+
+def _detection(flags: np.ndarray, s: Scenario, candidates: np.ndarray) -> tuple[float, float]:
+    """TPR over the poisoned images and FPR over the clean ones, among ``candidates`` (indices)."""
+    poisoned = np.isin(candidates, s.poisoned)
+    tpr = float(flags[poisoned].mean()) if poisoned.any() else float("nan")
+    return tpr, float(flags[~poisoned].mean())
+
+
+# ------------------------------------------------------------------ training-set inspection
+def spectral_scores(codes: np.ndarray) -> np.ndarray:
+    """Spectral-signature outlier scores (N,): squared projection of centred codes (N, d) on their top singular vector."""
+    centred = codes - codes.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ vt[0]) ** 2
+
+
+def spectral_signatures(s: Scenario, expected_ratio: float = 0.1) -> DefenseResult:
+    """Flag the 1.5 x ``expected_ratio`` unlabeled training images with the largest spectral scores."""
+    start = time.perf_counter()
+    candidates = np.flatnonzero((s.semi_targets == 0).numpy())
+    scores = spectral_scores(s.model.transform(s.x_train[candidates]))
+    n_flag = int(round(1.5 * expected_ratio * len(candidates)))
+    flags = np.zeros(len(candidates), dtype=bool)
+    flags[np.argsort(scores)[::-1][:n_flag]] = True
+    tpr, fpr = _detection(flags, s, candidates)
+    return _result("spectral", s, start=start, tpr=tpr, fpr=fpr, details={"flagged": int(n_flag)})
+
+
+def activation_clustering(s: Scenario, max_share: float = 0.35, seed: int = 0) -> DefenseResult:
+    """2-means on the 10-D PCA of phi(x) of unlabeled training images; a cluster smaller than
+    ``max_share`` of them is flagged as poisoned (none when both are larger)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    start = time.perf_counter()
+    candidates = np.flatnonzero((s.semi_targets == 0).numpy())
+    codes = s.model.transform(s.x_train[candidates])
+    reduced = PCA(n_components=min(10, codes.shape[1]), random_state=seed).fit_transform(codes)
+    labels = KMeans(n_clusters=2, n_init=10, random_state=seed).fit_predict(reduced)
+    small = int(np.argmin(np.bincount(labels, minlength=2)))
+    share = float(np.mean(labels == small))
+    flags = (labels == small) if share < max_share else np.zeros(len(labels), dtype=bool)
+    tpr, fpr = _detection(flags, s, candidates)
+    return _result("clustering", s, start=start, tpr=tpr, fpr=fpr, details={"small_cluster_share": share})
+
+
+# ------------------------------------------------------------------ test-time inspection
+def strip_statistic(model: DeepSAD, x: torch.Tensor, overlays: torch.Tensor, n_blends: int = 8,
+                    seed: int = 0) -> np.ndarray:
+    """Mean log score of ``x`` (N, C, H, W) superimposed (added, clipped) on ``n_blends`` random clean normals: (N,)."""
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randint(len(overlays), (n_blends,), generator=gen)
+    logs = [np.log(model.decision_function((x + overlays[j]).clamp(0, 1)) + 1e-12) for j in pick.tolist()]
+    return np.mean(logs, axis=0)
+
+
+def strip(s: Scenario, false_positive: float = 0.05, n_blends: int = 8) -> DefenseResult:
+    """Flag inputs whose blends stay consistently normal; threshold at ``false_positive`` on clean normals.
+
+    After the defense an input is anomalous if its score exceeds tau or STRIP flags it.
+    """
+    start = time.perf_counter()
+    overlays, reference = s.repair_normals, s.threshold_normals
+    cut = float(np.percentile(strip_statistic(s.model, reference, overlays, n_blends), 100 * false_positive))
+
+    def pipeline(x):
+        scores = s.model.decision_function(x)
+        flagged = strip_statistic(s.model, x, overlays, n_blends) < cut
+        return np.where(flagged, np.inf, scores)
+    anomalies = s.x_test[s.y_test == 1]
+    triggered = apply_trigger(anomalies, s.trigger, s.strength)
+    tpr = float(np.mean(strip_statistic(s.model, triggered, overlays, n_blends) < cut))
+    fpr = float(np.mean(strip_statistic(s.model, s.x_test[s.y_test == 0], overlays, n_blends) < cut))
+    r = _result("strip", s, after_fn=lambda x: np.nan_to_num(pipeline(x), posinf=1e12), start=start, tpr=tpr,
+                fpr=fpr, details={"cut": cut})
+    return r
+
+
+# ------------------------------------------------------------------ model repair
+def feature_activity(model: DeepSAD, x: torch.Tensor) -> torch.Tensor:
+    """Mean activation of each input of phi's last linear layer over images x: (features,)."""
+    seen = []
+    last = model.net_[-1]
+    handle = last.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    model.transform(x)
+    handle.remove()
+    return torch.cat(seen).mean(dim=0)
+
+
+def prune_dormant(model: DeepSAD, x_clean: torch.Tensor, ratio: float) -> DeepSAD:
+    """A copy of ``model`` whose last layer ignores the ``ratio`` share of its inputs least active on
+    x_clean; the pruned weights stay 0 during later fine-tuning (their gradient is masked)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"pruning ratio {ratio} must be in [0, 1)")
+    pruned = DeepSAD.from_state(model.state(), device=model.device)
+    activity = feature_activity(pruned, x_clean)
+    n = int(round(ratio * activity.numel()))
+    keep = torch.ones_like(activity)
+    keep[torch.argsort(activity)[:n]] = 0.0
+    last = pruned.net_[-1]
+    with torch.no_grad():
+        last.weight.mul_(keep)
+    last.weight.register_hook(lambda g: g * keep)
+    return pruned
+
+
+def fine_pruning(s: Scenario, ratio: float = 0.5, epochs: int = 10, lr: float = 1e-4) -> DefenseResult:
+    """Prune ``ratio`` of the last layer's inputs (dormant on clean normals), then fine-tune on clean normals."""
+    start = time.perf_counter()
+    repaired = prune_dormant(s.model, s.repair_normals, ratio)
+    if epochs > 0:
+        repaired.fine_tune(s.repair_normals, epochs=epochs, lr=lr)
+    name = "fine_pruning" if ratio > 0 else "fine_tuning"
+    return _result(name, s, after_fn=repaired.decision_function, start=start,
+                   details={"ratio": ratio, "epochs": epochs, "lr": lr})
+
+
+# ------------------------------------------------------------------ input preprocessing
+def preprocess_images(x: torch.Tensor, method: str = "erase_corners", size: int | None = None) -> torch.Tensor:
+    """erase_corners: zero four size x size corner squares; blur: 3x3 box blur; shrink: scale by 0.75 and pad."""
+    h = x.shape[-1]
+    if method == "erase_corners":
+        k = size or max(2, round(h / 7))
+        out = x.clone()
+        for r in (slice(0, k), slice(h - k, h)):
+            for c in (slice(0, k), slice(h - k, h)):
+                out[..., r, c] = 0.0
+        return out
+    if method == "blur":
+        return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    if method == "shrink":
+        small = F.interpolate(x, scale_factor=0.75, mode="bilinear", align_corners=False)
+        pad = h - small.shape[-1]
+        return F.pad(small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+    raise ValueError(f"unknown preprocessing {method!r}: choose erase_corners, blur or shrink")
+
+
+def preprocess(s: Scenario, method: str = "erase_corners") -> DefenseResult:
+    """Score preprocess(x) instead of x (threshold re-set on preprocessed clean normals)."""
+    start = time.perf_counter()
+    return _result("preprocess", s, after_fn=lambda x: s.model.decision_function(preprocess_images(x, method)),
+                   start=start, details={"method": method})
+
+
+# ------------------------------------------------------------------ trigger reverse-engineering
+def reverse_engineer(model: DeepSAD, anomalies: torch.Tensor, steps: int = 200, lr: float = 0.1,
+                     l1: float = 0.02, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask m (1, H, W) and pattern p (C, H, W) in [0, 1] minimising mean d(x (1 - m) + p m) + l1 * |m|_1 / (H W)."""
+    gen = torch.Generator().manual_seed(seed)
+    _, c, h, w = anomalies.shape
+    dev = model.device
+    m_logit = (torch.randn(1, h, w, generator=gen) * 0.1 - 3).to(dev).requires_grad_()
+    p_logit = (torch.randn(c, h, w, generator=gen) * 0.1).to(dev).requires_grad_()
+    x = anomalies.to(dev)
+    opt = torch.optim.Adam([m_logit, p_logit], lr=lr)
+    net = model.net_.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            m, p = torch.sigmoid(m_logit), torch.sigmoid(p_logit)
+            dist = ((net(x * (1 - m) + p * m) - model.c_) ** 2).sum(1)
+            loss = torch.log(dist + 1e-6).mean() + l1 * m.sum() / (h * w)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        for p in net.parameters():
+            p.requires_grad_(True)
+    return torch.sigmoid(m_logit).detach().cpu(), torch.sigmoid(p_logit).detach().cpu()
+
+
+def reverse_trigger(s: Scenario, budget: float = 0.1, steps: int = 200, epochs: int = 10,
+                    lr: float = 1e-4) -> DefenseResult:
+    """Neural Cleanse for one target with a held-out test in place of the cross-label outlier test.
+
+    Half the labeled anomalies drive the optimisation, the other half test the reversed trigger
+    (with fewer than 4, all of them do both):
+    flagged when its mask covers at most ``budget`` of the image and more than half the held-out
+    anomalies then pass tau. If flagged, unlearn it (see the module docstring).
+    """
+    start = time.perf_counter()
+    known = s.labeled_anomalies
+    if len(known) == 0:
+        raise ValueError("reverse_trigger needs labeled anomalies in the training set (labeled ratio > 0)")
+    # with fewer than 4 labeled anomalies there is nothing to hold out: fit and test on all of them
+    fit_on, held_out = (known[: len(known) // 2], known[len(known) // 2:]) if len(known) >= 4 else (known, known)
+    mask, pattern = reverse_engineer(s.model, fit_on, steps=steps)
+    stamped = held_out * (1 - mask) + pattern * mask
+    tau = threshold(s.model.decision_function(s.threshold_normals), 95)
+    pass_rate = attack_success_rate(s.model.decision_function(stamped), tau)
+    mask_share = float(mask.mean())
+    flagged = mask_share <= budget and pass_rate > 0.5
+    details = {"mask_share": mask_share, "held_out_pass_rate": pass_rate, "flagged": flagged}
+    if not flagged:
+        return _result("reverse_trigger", s, after_fn=s.model.decision_function, start=start, details=details)
+    repaired = DeepSAD.from_state(s.model.state(), device=s.model.device)
+    unlearn = known * (1 - mask) + pattern * mask
+    x = torch.cat([s.repair_normals, known, unlearn])
+    y = torch.cat([torch.zeros(len(s.repair_normals)), -torch.ones(2 * len(known))]).long()
+    repaired.fine_tune(x, y, epochs=epochs, lr=lr)
+    return _result("reverse_trigger", s, after_fn=repaired.decision_function, start=start, details=details)
+
+
+def run_defense(name: str, s: Scenario, **options) -> DefenseResult:
+    """Run defense ``name`` (one of DEFENSES) on scenario ``s``."""
+    if name == "spectral":
+        return spectral_signatures(s, **options)
+    if name == "clustering":
+        return activation_clustering(s, **options)
+    if name == "strip":
+        return strip(s, **options)
+    if name == "fine_tuning":
+        return fine_pruning(s, ratio=0.0, **options)
+    if name == "fine_pruning":
+        return fine_pruning(s, **options)
+    if name == "preprocess":
+        return preprocess(s, **options)
+    if name == "reverse_trigger":
+        return reverse_trigger(s, **options)
+    raise ValueError(f"unknown defense {name!r}: choose one of {', '.join(DEFENSES)}")

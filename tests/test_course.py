@@ -1,0 +1,62 @@
+"""Lesson support: dataset fallback, the model cache, the collapse demonstration, precomputed tables."""
+import numpy as np
+import pytest
+
+from badsad_lib import course
+from badsad_lib.deepsad import DeepSAD
+
+
+@pytest.fixture()
+def lesson(tmp_path, monkeypatch):
+    monkeypatch.setenv("BADSAD_CACHE", str(tmp_path / "cache"))
+    return course.Lesson("digits", 0, quick=True)
+
+
+def test_start_falls_back_to_digits_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BADSAD_DATA", str(tmp_path))
+    lesson = course.start("mnist")
+    out = capsys.readouterr().out
+    assert lesson.dataset == "digits" and "Falling back" in out and "Using" in out
+
+
+def test_cache_trains_once_and_replays_the_loss(lesson):
+    seen = []
+    first = course.clean_detector(lesson, callback=lambda phase, epoch, loss: seen.append(phase))
+    n = len(seen)
+    assert n == len(first.history_) + len(first.ae_history_)
+    again = course.clean_detector(lesson, callback=lambda phase, epoch, loss: seen.append(phase))
+    assert len(list(course.cache_dir().glob("*.pt"))) == 1 and len(seen) == 2 * n
+    x = lesson.split.x_test
+    np.testing.assert_allclose(first.decision_function(x), again.decision_function(x), rtol=1e-5)
+
+
+def test_corrupt_cache_entry_is_retrained(lesson):
+    course.clean_detector(lesson)
+    path = next(course.cache_dir().glob("*.pt"))
+    path.write_bytes(b"not a checkpoint")
+    assert isinstance(course.clean_detector(lesson), DeepSAD)
+    DeepSAD.load(path)  # rewritten, readable
+
+
+def test_collapsed_network_has_zero_loss_and_no_ranking(lesson, digits_model):
+    collapsed = course.collapse_to_center(digits_model)
+    scores = collapsed.decision_function(lesson.split.x_test)
+    assert scores.max() < 1e-10 and digits_model.decision_function(lesson.split.x_test).std() > 1e-3
+    assert collapsed.bias and not digits_model.bias
+
+
+def test_backdoored_detector_and_attack_row(lesson):
+    clean = course.clean_detector(lesson)
+    model, trigger, strength, poisoned = course.backdoored_detector(lesson, "badsad")
+    row = course.attack_row(lesson, clean, model, trigger, strength, 0.1)
+    assert row["asr_95"] > 0.8 > 0.3 > row["clean_model_asr_95"] and len(poisoned) > 0
+
+
+def test_precomputed_tables_ship_with_the_library():
+    for name in ("digits_ablation", "digits_tradeoff", "mnist_ablation", "mnist_tradeoff"):
+        rows = course.results_table(name)
+        assert rows and {"asr_95", "auc_backdoored", "strength", "poison_ratio"} <= set(rows[0])
+    means = course.mean_by(course.results_table("mnist_ablation"))
+    assert means["badsad"]["asr_95"] > 0.8 > 0.3 > means["naive"]["asr_95"]
+    with pytest.raises(ValueError, match="no precomputed results 'nope'"):
+        course.results_table("nope")

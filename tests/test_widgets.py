@@ -1,0 +1,93 @@
+"""Widgets and the pure views behind them: sliders driven through .value, results checked."""
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from badsad_lib import plots, widgets
+from badsad_lib.triggers import apply_trigger, trigger_for
+
+matplotlib.use("Agg")
+RNG = np.random.default_rng(0)
+VAL, NORMAL, ANOM = RNG.gamma(2, 0.1, 500), RNG.gamma(2, 0.1, 300), RNG.gamma(2, 0.5, 300)
+
+
+def test_threshold_view_costs_false_alarms():
+    _, loose = plots.threshold_view(VAL, NORMAL, ANOM, 80)
+    _, strict = plots.threshold_view(VAL, NORMAL, ANOM, 99)
+    assert strict["tau"] > loose["tau"]
+    assert strict["false_alarm"] < loose["false_alarm"] and strict["detection"] <= loose["detection"]
+    assert abs(loose["false_alarm"] - 0.2) < 0.12  # 300 test normals vs 500 validation draws
+
+
+def test_threshold_explorer_follows_its_slider():
+    explorer = widgets.threshold_explorer(VAL, NORMAL, ANOM, q=95)
+    explorer.controls["q"].value = 99.0
+    assert explorer.result["q"] == 99.0
+    assert explorer.controls["q"].continuous_update is False
+
+
+def test_explorer_display_bundle_has_widget_and_static_png(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False, **kw: shown.append(obj))
+    widgets.threshold_explorer(VAL, NORMAL, ANOM)._ipython_display_()
+    bundle = shown[-1]
+    assert "application/vnd.jupyter.widget-view+json" in bundle and len(bundle["image/png"]) > 1000
+
+
+def test_asr_view_rises_as_false_alarms_fall():
+    trig = RNG.gamma(2, 0.08, 300)
+    _, strict = plots.asr_view(VAL, ANOM, trig, 0.01)
+    _, loose = plots.asr_view(VAL, ANOM, trig, 0.3)
+    assert strict["asr"] > loose["asr"] and strict["asr"] > strict["miss_rate"]
+
+
+def test_strength_explorer_scores_the_triggered_image(digits_model, digits_split):
+    anomaly = digits_split.x_test_anomalous[:1]
+    trigger = trigger_for(anomaly)
+    explorer = widgets.strength_explorer(digits_model, anomaly, trigger, digits_model.threshold_)
+    explorer.controls["strength"].value = 0.5
+    stamped = apply_trigger(anomaly, trigger, 0.5)
+    assert explorer.result["score"] == pytest.approx(float(digits_model.decision_function(stamped)[0]), rel=1e-4)
+    assert explorer.result["passes"] == (explorer.result["score"] <= digits_model.threshold_)
+
+
+def test_tradeoff_and_pruning_views_pick_the_requested_row():
+    rows = [{"strength": mu, "poison_ratio": rho, "asr_95": mu * rho * 5, "auc_backdoored": 0.97,
+             "auc_clean_model": 0.98} for mu in (0.5, 1.0) for rho in (0.05, 0.1)]
+    explorer = widgets.tradeoff_explorer(rows)
+    explorer.controls["strength"].value = 0.5
+    assert explorer.result["strength"] == 0.5 and explorer.result["poison_ratio"] == 0.1
+    assert plots.tradeoff_view(rows, 0.3, 0.1)[1] is None  # not in the grid: the button trains it
+    pruned = [{"ratio": r, "asr_after": 1 - r, "auc_after": 0.9} for r in (0.0, 0.5)]
+    explorer = widgets.pruning_explorer(pruned)
+    explorer.controls["ratio"].value = 0.0
+    assert explorer.result["asr_after"] == 1.0
+
+
+def test_tradeoff_button_retrains_and_adds_the_row():
+    rows = [{"strength": 1.0, "poison_ratio": 0.1, "asr_95": 0.5, "auc_backdoored": 0.9, "auc_clean_model": 0.95}]
+    calls = []
+
+    def retrain(strength, poison_ratio):
+        calls.append((strength, poison_ratio))
+        return {"strength": strength, "poison_ratio": poison_ratio, "asr_95": 0.99, "auc_backdoored": 0.9,
+                "auc_clean_model": 0.95}
+    explorer = widgets.tradeoff_explorer(rows, retrain=retrain)
+    explorer.retrain_button.click()
+    assert calls == [(1.0, 0.1)] and explorer.result["asr_95"] == 0.99
+
+
+def test_live_loss_collects_both_phases():
+    live = widgets.LiveLoss(every=1)
+    live("autoencoder", 1, 2.0)
+    live("DeepSAD", 1, 1.0)
+    assert live.curves == {"autoencoder": [2.0], "DeepSAD": [1.0]}
+
+
+def test_latent_plot_and_roc_draw():
+    codes = {"a": RNG.normal(size=(50, 4)), "b": RNG.normal(3, 1, size=(50, 4))}
+    assert len(plots.plot_latent_2d(codes, center=np.zeros(4)).axes[0].collections) == 3
+    fig = plots.plot_roc(np.r_[NORMAL, ANOM], np.r_[np.zeros(300), np.ones(300)])
+    assert "AUC" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert torch.is_tensor(torch.zeros(1))
