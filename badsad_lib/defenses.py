@@ -323,20 +323,19 @@ def reverse_trigger(s: Scenario, budget: float = 0.1, steps: int = 200, epochs: 
     return _result("reverse_trigger", s, after_fn=repaired.decision_function, start=start, details=details)
 
 
+def fine_tuning(s: Scenario, **options) -> DefenseResult:
+    """Fine-pruning with nothing pruned: plain fine-tuning on clean normals, c frozen."""
+    return fine_pruning(s, ratio=0.0, **options)
+
+
+RUNNERS = {"spectral": spectral_signatures, "clustering": activation_clustering, "strip": strip,
+           "fine_tuning": fine_tuning, "fine_pruning": fine_pruning, "preprocess": preprocess,
+           "reverse_trigger": reverse_trigger}
+assert tuple(RUNNERS) == DEFENSES
+
+
 def run_defense(name: str, s: Scenario, **options) -> DefenseResult:
     """Run defense ``name`` (one of DEFENSES) on scenario ``s``."""
-    if name == "spectral":
-        return spectral_signatures(s, **options)
-    if name == "clustering":
-        return activation_clustering(s, **options)
-    if name == "strip":
-        return strip(s, **options)
-    if name == "fine_tuning":
-        return fine_pruning(s, ratio=0.0, **options)
-    if name == "fine_pruning":
-        return fine_pruning(s, **options)
-    if name == "preprocess":
-        return preprocess(s, **options)
-    if name == "reverse_trigger":
-        return reverse_trigger(s, **options)
-    raise ValueError(f"unknown defense {name!r}: choose one of {', '.join(DEFENSES)}")
+    if name not in RUNNERS:
+        raise ValueError(f"unknown defense {name!r}: choose one of {', '.join(DEFENSES)}")
+    return RUNNERS[name](s, **options)

@@ -31,7 +31,8 @@ def plot_triggered_examples(clean, triggered, titles=("clean", "triggered"), n: 
     return fig
 
 
-def plot_score_histograms(normal, anomalous, triggered=None, threshold=None, title: str = "anomaly scores"):
+def plot_score_histograms(normal, anomalous, triggered=None, threshold=None, title: str = "anomaly scores",
+                          threshold_label: str = "threshold (95th pct of normals)"):
     """Histograms of log10 scores for normal / anomalous / triggered-anomalous test images, tau marked."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     groups = [("normal", normal, "tab:blue"), ("anomalous", anomalous, "tab:red")]
@@ -42,7 +43,7 @@ def plot_score_histograms(normal, anomalous, triggered=None, threshold=None, tit
     for label, scores, color in groups:
         ax.hist(np.log10(np.asarray(scores) + 1e-12), bins=bins, alpha=0.5, density=True, label=label, color=color)
     if threshold is not None:
-        ax.axvline(np.log10(threshold), color="k", linestyle="--", label="threshold (95th pct of normals)")
+        ax.axvline(np.log10(threshold), color="k", linestyle="--", label=threshold_label)
     ax.set_xlabel("log10 anomaly score ||phi(x) - c||^2")
     ax.set_ylabel("density")
     ax.set_title(title)
@@ -121,8 +122,8 @@ def threshold_view(val_scores, normal_scores, anomalous_scores, q: float):
               "detection": float(np.mean(np.asarray(anomalous_scores) > tau))}
     fig = plot_score_histograms(normal_scores, anomalous_scores, threshold=tau,
                                 title=f"q = {q:g}: false alarms {result['false_alarm']:.1%}, "
-                                      f"anomalies caught {result['detection']:.1%}")
-    fig.axes[0].legend(["threshold tau", "normal", "anomalous"], fontsize=8)
+                                      f"anomalies caught {result['detection']:.1%}",
+                                threshold_label=f"threshold tau ({q:g}th pct of normals)")
     return fig, result
 
 

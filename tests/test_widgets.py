@@ -20,6 +20,13 @@ def test_threshold_view_costs_false_alarms():
     assert abs(loose["false_alarm"] - 0.2) < 0.12  # 300 test normals vs 500 validation draws
 
 
+def test_threshold_view_legend_names_each_artist():
+    fig, _ = plots.threshold_view(VAL, NORMAL, ANOM, 90)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["normal", "anomalous", "threshold tau (90th pct of normals)"]
+    assert ax.patches[0].get_label() == "normal" and ax.lines[0].get_label().startswith("threshold tau")
+
+
 def test_threshold_explorer_follows_its_slider():
     explorer = widgets.threshold_explorer(VAL, NORMAL, ANOM, q=95)
     explorer.controls["q"].value = 99.0
