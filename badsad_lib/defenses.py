@@ -102,19 +102,21 @@ def run_defenses(names, s: Scenario) -> list[dict]:
     return [run_defense(name, s).to_dict() for name in names]
 
 
-def _asr_auc(score_fn, s: Scenario) -> tuple[float, float, float]:
-    """(clean AUC, ASR at tau_95, tau_95) of a scoring pipeline x -> scores (N,)."""
-    tau = threshold(score_fn(s.threshold_normals), 95)
+def _asr_auc(score_fn, s: Scenario, tau: float | None = None) -> tuple[float, float, float]:
+    """(clean AUC, ASR at tau, tau) of a scoring pipeline x -> scores (N,); tau defaults to tau_95 of the pipeline."""
+    if tau is None:
+        tau = threshold(score_fn(s.threshold_normals), 95)
     anomalies = s.x_test[s.y_test == 1]
     asr = attack_success_rate(score_fn(apply_trigger(anomalies, s.trigger, s.strength)), tau)
     return auc(score_fn(s.x_test), s.y_test.numpy()), asr, tau
 
 
-def _result(name: str, s: Scenario, after_fn=None, start: float = 0.0, **kwargs) -> DefenseResult:
+def _result(name: str, s: Scenario, after_fn=None, start: float = 0.0, after_tau: float | None = None,
+            **kwargs) -> DefenseResult:
     auc_b, asr_b, _ = _asr_auc(s.model.decision_function, s)
     r = DefenseResult(name, auc_b, asr_b, **kwargs)
     if after_fn is not None:
-        r.auc_after, r.asr_after, _ = _asr_auc(after_fn, s)
+        r.auc_after, r.asr_after, _ = _asr_auc(after_fn, s, after_tau)
         r.der = defense_effectiveness_rate(asr_b, r.asr_after, auc_b, r.auc_after)
     r.seconds = time.perf_counter() - start
     return r
@@ -178,23 +180,23 @@ def strip_statistic(model: DeepSAD, x: torch.Tensor, overlays: torch.Tensor, n_b
 def strip(s: Scenario, false_positive: float = 0.05, n_blends: int = 8) -> DefenseResult:
     """Flag inputs whose blends stay consistently normal; threshold at ``false_positive`` on clean normals.
 
-    After the defense an input is anomalous if its score exceeds tau or STRIP flags it.
+    After the defense an input is anomalous if its score exceeds the detector's own tau_95 or STRIP
+    flags it, so the two false-alarm rates add up (``details["false_alarm_after"]``, test normals).
     """
     start = time.perf_counter()
     overlays, reference = s.repair_normals, s.threshold_normals
     cut = float(np.percentile(strip_statistic(s.model, reference, overlays, n_blends), 100 * false_positive))
+    tau = threshold(s.model.decision_function(reference), 95)
 
-    def pipeline(x):
-        scores = s.model.decision_function(x)
+    def pipeline(x):  # flagged inputs get a score above every threshold
         flagged = strip_statistic(s.model, x, overlays, n_blends) < cut
-        return np.where(flagged, np.inf, scores)
-    anomalies = s.x_test[s.y_test == 1]
-    triggered = apply_trigger(anomalies, s.trigger, s.strength)
+        return np.where(flagged, 1e12, s.model.decision_function(x))
+    triggered = apply_trigger(s.x_test[s.y_test == 1], s.trigger, s.strength)
     tpr = float(np.mean(strip_statistic(s.model, triggered, overlays, n_blends) < cut))
     fpr = float(np.mean(strip_statistic(s.model, s.x_test[s.y_test == 0], overlays, n_blends) < cut))
-    r = _result("strip", s, after_fn=lambda x: np.nan_to_num(pipeline(x), posinf=1e12), start=start, tpr=tpr,
-                fpr=fpr, details={"cut": cut})
-    return r
+    false_alarm = float(np.mean(pipeline(s.x_test[s.y_test == 0]) > tau))
+    return _result("strip", s, after_fn=pipeline, after_tau=tau, start=start, tpr=tpr, fpr=fpr,
+                   details={"cut": cut, "false_alarm_after": false_alarm})
 
 
 # ------------------------------------------------------------------ model repair

@@ -34,6 +34,9 @@ def test_strip_flags_triggered_inputs_more_than_clean_ones(scenario):
     assert r.tpr > r.fpr + 0.2
     assert r.asr_after < r.asr_before - 0.2
     assert r.fpr < 0.2
+    # STRIP only adds rejections to the detector's own tau: ASR cannot rise, at most the unflagged share passes
+    assert r.asr_after <= min(r.asr_before, 1 - r.tpr) + 1e-9
+    assert 0.03 < r.details["false_alarm_after"] < 0.05 + r.fpr + 0.08
 
 
 def test_fine_tuning_alone_does_not_remove_the_backdoor(scenario):
