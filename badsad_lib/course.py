@@ -181,21 +181,32 @@ def attack_row(lesson: Lesson, clean: DeepSAD, backdoored: DeepSAD, trigger, str
             "clean_model_asr_95": clean_m["asr"]["95"]}
 
 
-def mean_by(rows, by: str = "method", columns=("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")):
-    """Mean of ``columns`` per value of ``by`` over rows of a results table: {value: {column: mean}}."""
-    groups: dict[str, list[dict]] = {}
+def mean_by(rows, by="method", columns=("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")):
+    """Mean of ``columns`` per value of ``by`` (a column, or a tuple of columns) over rows of a results
+    table: {value: {column: mean, "cells": n}}. Empty entries are skipped; a column with none is None."""
+    groups: dict = {}
     for r in rows:
-        groups.setdefault(r[by], []).append(r)
-    return {k: {c: sum(float(r[c]) for r in g) / len(g) for c in columns} | {"cells": len(g)}
-            for k, g in groups.items()}
+        groups.setdefault(r[by] if isinstance(by, str) else tuple(r[b] for b in by), []).append(r)
+
+    def mean(group, c):
+        values = [float(r[c]) for r in group if r[c] not in ("", None)]
+        return sum(values) / len(values) if values else None
+    return {k: {c: mean(g, c) for c in columns} | {"cells": len(g)} for k, g in groups.items()}
 
 
 def format_table(means: dict, order=None) -> str:
-    """A plain-text table of ``mean_by``'s result."""
+    """A plain-text table of ``mean_by``'s result (n/a where a mean is None)."""
     order = [k for k in (order or means) if k in means]
     columns = [c for c in next(iter(means.values())) if c != "cells"]
-    lines = [f"{'':14s}" + "".join(f"{c:>18s}" for c in columns) + f"{'cells':>7s}"]
-    lines += [f"{k:14s}" + "".join(f"{means[k][c]:18.3f}" for c in columns) + f"{means[k]['cells']:7d}" for k in order]
+    labels = {k: k if isinstance(k, str) else " / ".join(k) for k in order}
+    width = max(14, *(len(v) + 2 for v in labels.values()))
+    cell = max(11, *(len(c) + 2 for c in columns))
+
+    def f(v):
+        return f"{'n/a':>{cell}s}" if v is None else f"{v:{cell}.3f}"
+    lines = [" " * width + "".join(f"{c:>{cell}s}" for c in columns) + f"{'cells':>7s}"]
+    lines += [f"{labels[k]:{width}s}" + "".join(f(means[k][c]) for c in columns) + f"{means[k]['cells']:7d}"
+              for k in order]
     return "\n".join(lines)
 
 

@@ -63,3 +63,14 @@ def test_precomputed_tables_ship_with_the_library():
     assert means["badsad"]["auc_backdoored"] > means["badsad"]["auc_clean_model"] - 0.02
     with pytest.raises(ValueError, match="no precomputed results 'nope'"):
         course.results_table("nope")
+
+
+def test_mean_by_groups_on_several_columns_and_skips_empty_entries():
+    rows = [{"method": "badsad", "defense": "strip", "asr_after": "0.2", "tpr": ""},
+            {"method": "badsad", "defense": "strip", "asr_after": "0.4", "tpr": ""},
+            {"method": "naive", "defense": "strip", "asr_after": "0.0", "tpr": "0.5"}]
+    means = course.mean_by(rows, by=("method", "defense"), columns=("asr_after", "tpr"))
+    assert means[("badsad", "strip")] == {"asr_after": pytest.approx(0.3), "tpr": None, "cells": 2}
+    assert means[("naive", "strip")]["tpr"] == 0.5
+    text = course.format_table(means)
+    assert "badsad / strip" in text and "n/a" in text
