@@ -1,9 +1,9 @@
 """Speed benchmark: seconds per autoencoder epoch and per DeepSAD epoch on MNIST (normal class 0,
 batch 128, paper learning rates), the AUC reached, the time of one quick grid cell and, with
-``--grid DIR``, the wall time of the whole quick MNIST grid (10 classes x 4 methods, seed 0).
+``--grid DIR``, the wall time of the whole quick MNIST grid (10 classes x 4 methods, one seed).
 
     BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py [--epochs 10] [--device cpu]
-    BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py --no-epochs --no-cell --grid /tmp/grid --jobs 2
+    BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py --no-epochs --no-cell --grid /tmp/grid --jobs 2 [--seed 1]
 
 The grid resumes like ``badsad reproduce``: cells already in DIR are not rerun, and the figures
 printed separate this run's wall time from the compute time recorded in every cell file.
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--no-cell", action="store_true", help="skip timing a grid cell")
     parser.add_argument("--grid", metavar="DIR", help="run (or resume) the quick MNIST grid in DIR and time it")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for --grid")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --grid cells")
     args = parser.parse_args()
     device = get_device(args.device)
     if not args.no_epochs:
@@ -40,7 +41,7 @@ def main() -> None:
         print(f"one quick grid cell (clean + BadSAD model, MNIST class 0): {time.perf_counter() - start:.1f} s, "
               f"ASR@95 {m['asr']['95']:.3f}, AUC {m['auc_clean_model']:.4f} -> {m['auc_backdoored']:.4f}")
     if args.grid:
-        time_grid(args.grid, args.jobs)
+        time_grid(args.grid, args.jobs, args.seed)
 
 
 def time_epochs(epochs: int, device) -> None:
@@ -63,14 +64,14 @@ def time_epochs(epochs: int, device) -> None:
           f"AUC {auc(quick.decision_function(split.x_test), split.y_test):.4f}")
 
 
-def time_grid(out: str, jobs: int) -> None:
+def time_grid(out: str, jobs: int, seed: int = 0) -> None:
     """Run or resume the 40-cell quick MNIST grid; print wall time and per-cell compute times."""
-    cells = make_cells(["mnist"], range(10), [0], ["naive", "alignment", "concentration", "badsad"])
+    cells = make_cells(["mnist"], range(10), [seed], ["naive", "alignment", "concentration", "badsad"])
     start = time.perf_counter()
     results = run_grid(cells, out, jobs=jobs)
     wall = time.perf_counter() - start
     seconds = sorted(r["seconds"] for r in results)
-    print(f"quick MNIST grid, {len(cells)} cells, {jobs} job(s): this run {wall / 60:.1f} min wall; "
+    print(f"quick MNIST grid, seed {seed}, {len(cells)} cells, {jobs} job(s): this run {wall / 60:.1f} min wall; "
           f"recorded cell times {sum(seconds) / 60:.1f} min in all, median {seconds[len(seconds) // 2]:.0f} s, "
           f"max {seconds[-1]:.0f} s (cells include training their clean model when it is not cached)")
 

@@ -51,6 +51,7 @@ def test_inspection_detects_without_touching_the_model(scenario):
 
 
 def test_prune_dormant_zeroes_inputs_that_stay_zero_after_fine_tuning(scenario):
+    original = scenario.model.net_[-1].weight.detach().clone()
     pruned = defenses.prune_dormant(scenario.model, scenario.repair_normals, 0.5)
     dead = (pruned.net_[-1].weight == 0).all(dim=0)
     assert dead.float().mean() == pytest.approx(0.5, abs=0.05)
@@ -58,7 +59,7 @@ def test_prune_dormant_zeroes_inputs_that_stay_zero_after_fine_tuning(scenario):
     pruned.fine_tune(scenario.repair_normals, epochs=3, lr=1e-3)
     after = pruned.net_[-1].weight.detach()
     assert (after[:, dead] == 0).all() and not torch.equal(before[:, ~dead], after[:, ~dead])
-    assert torch.equal(scenario.model.net_[-1].weight, scenario.model.net_[-1].weight)  # original untouched
+    assert torch.equal(scenario.model.net_[-1].weight, original)  # the handed-over model is untouched
 
 
 def test_reverse_engineer_returns_a_mask_and_pattern(scenario):
