@@ -20,12 +20,14 @@ TPR/FPR where the defense detects something (poisoned training images, or trigge
 - ``fine_pruning``: zero the inputs of phi's last layer least active on clean normals (``ratio``),
   then fine-tune with the DeepSAD loss on clean normals, c frozen. ``ratio=0`` is plain fine-tuning.
 - ``preprocess``: score a transformed input: erase the corners, blur, or shrink-and-pad.
-- ``reverse_trigger``: Neural Cleanse for the one target ("normal"): optimise a small mask m and
-  pattern p that pull the defender's labeled anomalies to c. Its cross-label outlier test cannot
-  exist with one class; it is replaced by a held-out test: the backdoor is flagged when the
-  reversed trigger, at most ``budget`` of the image, makes most held-out labeled anomalies pass
-  tau. The model is then repaired by unlearning: fine-tune with those anomalies, stamped with the
-  reversed trigger, pushed away (y = -1) and clean normals pulled in.
+- ``reverse_trigger``: Neural Cleanse for the one target ("normal"): search for the smallest mask m
+  and pattern p that make anomalies pass tau_95. The anomalies are the labeled ones plus surrogate
+  anomalies the defender makes from its own normals (strong content changes). NC's cross-label
+  outlier test cannot exist with one class; it is replaced by a size budget and a held-out test:
+  flagged when a mask of at most ``budget`` of the image makes most held-out anomalies pass. The
+  model then unlearns the reversed trigger: fine-tuning with the stamped anomalies pushed away
+  (y = -1) and clean normals pulled in. Caveat: the surrogates come from the same family of
+  content changes that our BadSAD trains on, which helps this defense; other changes may not.
 """
 from __future__ import annotations
 
@@ -266,61 +268,99 @@ def preprocess(s: Scenario, method: str = "erase_corners") -> DefenseResult:
 
 
 # ------------------------------------------------------------------ trigger reverse-engineering
-def reverse_engineer(model: DeepSAD, anomalies: torch.Tensor, steps: int = 200, lr: float = 0.1,
-                     l1: float = 0.02, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask m (1, H, W) and pattern p (C, H, W) in [0, 1] minimising mean d(x (1 - m) + p m) + l1 * |m|_1 / (H W)."""
+def surrogate_anomalies(x_clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Anomalies the defender can make from its own clean normals (N, C, H, W): strong random content
+    changes (rotation, flips, overlays, noise, erased blocks; ``attack.content_views``)."""
+    from .attack import content_views
+
+    return content_views(x_clean, torch.Generator().manual_seed(seed + 31337))
+
+
+def reverse_engineer(model: DeepSAD, images: torch.Tensor, tau: float, steps: int = 300, lr: float = 0.1,
+                     target: float = 0.8, margin: float = 0.5, seed: int = 0):
+    """Neural Cleanse's search for the smallest trigger that makes ``images`` (N, C, H, W) pass ``tau``.
+
+    Optimises a mask m (1, H, W) and a pattern p (C, H, W), both in [0, 1], on
+        mean relu(log d(x (1 - m) + p m) - log tau + margin) + lam * |m|_1 / (H W)
+    with NC's adaptive cost: lam grows by 1.2 after every step in which at least ``target`` of the
+    images pass tau and shrinks by 1.2 otherwise. Returns (m, p, share) for the smallest mask that met
+    the target (share = mean of m, the fraction of the image it covers), or (None, None, 1.0) if none did.
+    """
     gen = torch.Generator().manual_seed(seed)
-    _, c, h, w = anomalies.shape
+    _, c, h, w = images.shape
     dev = model.device
     m_logit = (torch.randn(1, h, w, generator=gen) * 0.1 - 3).to(dev).requires_grad_()
     p_logit = (torch.randn(c, h, w, generator=gen) * 0.1).to(dev).requires_grad_()
-    x = anomalies.to(dev)
+    x = images.to(dev)
     opt = torch.optim.Adam([m_logit, p_logit], lr=lr)
-    net = model.net_.eval()
+    net, log_tau, lam = model.net_.eval(), float(np.log(tau)), 1e-3
+    best = (None, None, 1.0)
     for p in net.parameters():
         p.requires_grad_(False)
     try:
         for _ in range(steps):
             m, p = torch.sigmoid(m_logit), torch.sigmoid(p_logit)
             dist = ((net(x * (1 - m) + p * m) - model.c_) ** 2).sum(1)
-            loss = torch.log(dist + 1e-6).mean() + l1 * m.sum() / (h * w)
+            loss = F.relu(torch.log(dist + 1e-6) - log_tau + margin).mean() + lam * m.sum() / (h * w)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            met = float((dist.detach() <= tau).float().mean()) >= target
+            if met and float(m.detach().mean()) < best[2]:
+                best = (m.detach().cpu(), p.detach().cpu(), float(m.detach().mean()))
+            lam = lam * 1.2 if met else lam / 1.2
     finally:
         for p in net.parameters():
             p.requires_grad_(True)
-    return torch.sigmoid(m_logit).detach().cpu(), torch.sigmoid(p_logit).detach().cpu()
+    return best
 
 
-def reverse_trigger(s: Scenario, budget: float = 0.1, steps: int = 200, epochs: int = 10,
-                    lr: float = 1e-4) -> DefenseResult:
-    """Neural Cleanse for one target with a held-out test in place of the cross-label outlier test.
+def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300) -> dict:
+    """Reverse-engineer a "make it normal" trigger on scenario ``s`` and test it on held-out images.
 
-    Half the labeled anomalies drive the optimisation, the other half test the reversed trigger
-    (with fewer than 4, all of them do both):
-    flagged when its mask covers at most ``budget`` of the image and more than half the held-out
-    anomalies then pass tau. If flagged, unlearn it (see the module docstring).
+    The images to flip are half the labeled anomalies plus surrogate anomalies made from half the
+    defender's repair normals; the other halves are held out. Returns {"mask" (1, H, W) or None,
+    "pattern" (C, H, W) or None, "share" (fraction of the image the mask covers; 1.0 if none met
+    ``target``), "held_out_pass_rate" (share of held-out images passing tau_95 once stamped),
+    "tau", "anomalies" (all of them, for unlearning)}.
     """
-    start = time.perf_counter()
     known = s.labeled_anomalies
     if len(known) == 0:
         raise ValueError("reverse_trigger needs labeled anomalies in the training set (labeled ratio > 0)")
-    # with fewer than 4 labeled anomalies there is nothing to hold out: fit and test on all of them
-    fit_on, held_out = (known[: len(known) // 2], known[len(known) // 2:]) if len(known) >= 4 else (known, known)
-    mask, pattern = reverse_engineer(s.model, fit_on, steps=steps)
-    stamped = held_out * (1 - mask) + pattern * mask
+    surrogates = surrogate_anomalies(s.repair_normals)
+    k, n = (len(known) + 1) // 2, len(surrogates) // 2
     tau = threshold(s.model.decision_function(s.threshold_normals), 95)
-    pass_rate = attack_success_rate(s.model.decision_function(stamped), tau)
-    mask_share = float(mask.mean())
-    flagged = mask_share <= budget and pass_rate > 0.5
-    details = {"mask_share": mask_share, "held_out_pass_rate": pass_rate, "flagged": flagged}
+    mask, pattern, share = reverse_engineer(s.model, torch.cat([known[:k], surrogates[:n]]), tau, steps=steps,
+                                            target=target)
+    held_out = torch.cat([known[k:], surrogates[n:]])
+    pass_rate = 0.0 if mask is None else attack_success_rate(
+        s.model.decision_function(held_out * (1 - mask) + pattern * mask), tau)
+    return {"mask": mask, "pattern": pattern, "share": share, "held_out_pass_rate": pass_rate, "tau": tau,
+            "anomalies": torch.cat([known, surrogates])}
+
+
+def reverse_trigger(s: Scenario, budget: float = 0.1, target: float = 0.8, steps: int = 300, epochs: int = 10,
+                    lr: float = 1e-4) -> DefenseResult:
+    """Neural Cleanse for one target, with a size budget and a held-out test in place of its outlier test.
+
+    NC flags a label whose smallest flipping mask is an outlier among all labels; with one class
+    there is nothing to compare with. What we test instead: is there a *small, universal* "make it
+    normal" mask (``find_trigger``)? Flagged when the smallest mask meeting ``target`` covers at most
+    ``budget`` of the image and more than half the held-out images then pass tau_95. A clean model
+    needs a large mask to make arbitrary content normal; a backdoored one has a small key. If
+    flagged, the model unlearns the reversed trigger: fine-tuning pulls clean normals in and pushes
+    the labeled and surrogate anomalies away, with and without the reversed trigger.
+    """
+    start = time.perf_counter()
+    found = find_trigger(s, target, steps)
+    flagged = found["share"] <= budget and found["held_out_pass_rate"] > 0.5
+    details = {"mask_share": found["share"], "held_out_pass_rate": found["held_out_pass_rate"], "flagged": flagged}
     if not flagged:
         return _result("reverse_trigger", s, after_fn=s.model.decision_function, start=start, details=details)
     repaired = DeepSAD.from_state(s.model.state(), device=s.model.device)
-    unlearn = known * (1 - mask) + pattern * mask
-    x = torch.cat([s.repair_normals, known, unlearn])
-    y = torch.cat([torch.zeros(len(s.repair_normals)), -torch.ones(2 * len(known))]).long()
+    mask, pattern, anomalies = found["mask"], found["pattern"], found["anomalies"]
+    x = torch.cat([s.repair_normals, anomalies, anomalies * (1 - mask) + pattern * mask])
+    y = torch.cat([torch.zeros(len(s.repair_normals)), -torch.ones(2 * len(anomalies))]).long()
     repaired.fine_tune(x, y, epochs=epochs, lr=lr)
     return _result("reverse_trigger", s, after_fn=repaired.decision_function, start=start, details=details)
 
