@@ -123,21 +123,20 @@ def mnist_scenarios():
 
 
 @requires_data
-def test_on_mnist_reverse_engineering_flags_and_unlearns_only_the_backdoor(mnist_scenarios):
-    # measured on class 0, seed 0: naive needs a 59% mask (not flagged); BadSAD 2.8%, ASR .987 -> .374, AUC kept
+def test_on_mnist_reverse_engineering_flags_only_the_backdoor(mnist_scenarios):
+    # measured over classes 0-2 x seeds 0-2: BadSAD masks 2-3% of the image, naive models 49-77%;
+    # unlearning then cuts the ASR by 0.01 to 0.9 depending on the model, at no AUC cost
     naive = defenses.reverse_trigger(mnist_scenarios["naive"])
-    assert not naive.details["flagged"] and naive.asr_after == naive.asr_before
+    assert not naive.details["flagged"] and naive.details["mask_share"] > 0.3 and naive.asr_after == naive.asr_before
     r = defenses.reverse_trigger(mnist_scenarios["badsad"])
     assert r.details["flagged"] and r.details["mask_share"] < 0.1
-    assert r.asr_after < r.asr_before - 0.3 and r.auc_after > r.auc_before - 0.02 and r.der > 0.6
+    assert r.asr_after <= r.asr_before and r.auc_after > r.auc_before - 0.02
 
 
 @requires_data
-def test_on_mnist_fine_pruning_halves_the_backdoor_and_strip_misses_it(mnist_scenarios):
+def test_on_mnist_fine_pruning_cuts_the_backdoor_and_spectral_signatures_see_it(mnist_scenarios):
     s = mnist_scenarios["badsad"]
-    pruned = defenses.fine_pruning(s, ratio=0.5)  # measured: ASR .987 -> .396, AUC .971 -> .956
+    pruned = defenses.fine_pruning(s, ratio=0.5)  # measured on class 0, seeds 0-2: ASR ~.99 -> .01-.45, AUC -.03 to +.01
     assert pruned.asr_after < pruned.asr_before - 0.3 and pruned.auc_after > pruned.auc_before - 0.04
-    plain = defenses.fine_tuning(s)  # measured: ASR .910
-    assert plain.asr_after > 0.7
-    strip = defenses.strip(s)  # measured: flags 1% of triggered anomalies on MNIST (digits: 50%)
-    assert strip.tpr < 0.2
+    spectral = defenses.spectral_signatures(s)  # measured: TPR .31-.38 against FPR .13
+    assert spectral.tpr > 2 * spectral.fpr
