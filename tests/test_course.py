@@ -61,6 +61,13 @@ def test_precomputed_tables_ship_with_the_library():
     means = course.mean_by(mnist)
     assert means["badsad"]["asr_95"] >= 0.9 and means["naive"]["asr_95"] < 0.3
     assert means["badsad"]["auc_backdoored"] > means["badsad"]["auc_clean_model"] - 0.02
+    seeds = course.mean_by(course.results_table("mnist_seeds"), by=("method", "normal_class"))
+    assert all(v["asr_95"] > 0.9 for (method, _), v in seeds.items() if method == "badsad")
+    defended = course.mean_by(course.results_table("mnist_defenses"), by=("method", "defense"),
+                              columns=("asr_before", "asr_after", "der", "tpr", "fpr"))
+    assert defended[("badsad", "preprocess")]["asr_after"] < 0.3 < defended[("badsad", "preprocess")]["asr_before"]
+    assert defended[("naive", "reverse_trigger")]["der"] == 0.5  # never flags a model without a backdoor
+    assert defended[("badsad", "spectral")]["tpr"] > 2 * defended[("badsad", "spectral")]["fpr"]
     with pytest.raises(ValueError, match="no precomputed results 'nope'"):
         course.results_table("nope")
 
