@@ -61,6 +61,11 @@ def test_precomputed_tables_ship_with_the_library():
     means = course.mean_by(mnist)
     assert means["badsad"]["asr_95"] >= 0.9 and means["naive"]["asr_95"] < 0.3
     assert means["badsad"]["auc_backdoored"] > means["badsad"]["auc_clean_model"] - 0.02
+    fmnist = course.mean_by(course.results_table("fmnist_ablation"))
+    assert fmnist["badsad"]["asr_95"] >= 0.85 and all(fmnist[m]["asr_95"] < 0.5 for m in ("naive", "alignment", "concentration"))
+    assert all(v["cells"] == 10 for v in fmnist.values())
+    cifar = course.mean_by(course.results_table("cifar10_ablation"), columns=("asr_95", "miss_rate_95"))
+    assert all(abs(v["asr_95"] - v["miss_rate_95"]) < 0.03 and v["cells"] == 10 for v in cifar.values())
     seeds = course.mean_by(course.results_table("mnist_seeds"), by=("method", "normal_class"))
     assert all(v["asr_95"] > 0.9 for (method, _), v in seeds.items() if method == "badsad")
     defended = course.mean_by(course.results_table("mnist_defenses"), by=("method", "defense"),
