@@ -61,6 +61,8 @@ def test_precomputed_tables_ship_with_the_library():
     means = course.mean_by(mnist)
     assert means["badsad"]["asr_95"] >= 0.9 and means["naive"]["asr_95"] < 0.3
     assert means["badsad"]["auc_backdoored"] > means["badsad"]["auc_clean_model"] - 0.02
+    seed1 = course.mean_by(course.results_table("mnist_ablation_seed1"))
+    assert seed1["badsad"]["asr_95"] >= 0.9 and seed1["naive"]["asr_95"] < 0.3 and seed1["badsad"]["cells"] == 10
     fmnist = course.mean_by(course.results_table("fmnist_ablation"))
     assert fmnist["badsad"]["asr_95"] >= 0.85 and all(fmnist[m]["asr_95"] < 0.5 for m in ("naive", "alignment", "concentration"))
     assert all(v["cells"] == 10 for v in fmnist.values())
