@@ -56,6 +56,11 @@ def test_precomputed_tables_ship_with_the_library():
     for name in ("digits_ablation", "digits_tradeoff", "mnist_ablation", "mnist_tradeoff"):
         rows = course.results_table(name)
         assert rows and {"asr_95", "auc_backdoored", "strength", "poison_ratio"} <= set(rows[0])
+    with pytest.raises(ValueError, match="no precomputed results 'nope'"):
+        course.results_table("nope")
+
+
+def test_shipped_ablation_grids_show_the_backdoor_only_for_full_badsad():
     mnist = course.results_table("mnist_ablation")
     assert sorted({int(r["normal_class"]) for r in mnist}) == list(range(10))
     means = course.mean_by(mnist)
@@ -63,20 +68,21 @@ def test_precomputed_tables_ship_with_the_library():
     assert means["badsad"]["auc_backdoored"] > means["badsad"]["auc_clean_model"] - 0.02
     seed1 = course.mean_by(course.results_table("mnist_ablation_seed1"))
     assert seed1["badsad"]["asr_95"] >= 0.9 and seed1["naive"]["asr_95"] < 0.3 and seed1["badsad"]["cells"] == 10
-    fmnist = course.mean_by(course.results_table("fmnist_ablation"))
-    assert fmnist["badsad"]["asr_95"] >= 0.85 and all(fmnist[m]["asr_95"] < 0.5 for m in ("naive", "alignment", "concentration"))
-    assert all(v["cells"] == 10 for v in fmnist.values())
-    cifar = course.mean_by(course.results_table("cifar10_ablation"), columns=("asr_95", "miss_rate_95"))
-    assert all(abs(v["asr_95"] - v["miss_rate_95"]) < 0.03 and v["cells"] == 10 for v in cifar.values())
     seeds = course.mean_by(course.results_table("mnist_seeds"), by=("method", "normal_class"))
     assert all(v["asr_95"] > 0.9 for (method, _), v in seeds.items() if method == "badsad")
+    fmnist = course.mean_by(course.results_table("fmnist_ablation"))
+    assert fmnist["badsad"]["asr_95"] >= 0.85 and all(v["cells"] == 10 for v in fmnist.values())
+    assert all(fmnist[m]["asr_95"] < 0.5 for m in ("naive", "alignment", "concentration"))
+    cifar = course.mean_by(course.results_table("cifar10_ablation"), columns=("asr_95", "miss_rate_95"))
+    assert all(abs(v["asr_95"] - v["miss_rate_95"]) < 0.03 and v["cells"] == 10 for v in cifar.values())
+
+
+def test_shipped_defense_grid_keeps_its_findings():
     defended = course.mean_by(course.results_table("mnist_defenses"), by=("method", "defense"),
                               columns=("asr_before", "asr_after", "der", "tpr", "fpr"))
     assert defended[("badsad", "preprocess")]["asr_after"] < 0.3 < defended[("badsad", "preprocess")]["asr_before"]
     assert defended[("naive", "reverse_trigger")]["der"] == 0.5  # never flags a model without a backdoor
     assert defended[("badsad", "spectral")]["tpr"] > 2 * defended[("badsad", "spectral")]["fpr"]
-    with pytest.raises(ValueError, match="no precomputed results 'nope'"):
-        course.results_table("nope")
 
 
 def test_mean_by_groups_on_several_columns_and_skips_empty_entries():
