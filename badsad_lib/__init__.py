@@ -1,8 +1,12 @@
-"""BadSAD course library: DeepSAD, the BadSAD clean-label backdoor, and defenses."""
+"""BadSAD course library: DeepSAD, the BadSAD backdoor, and defenses against it."""
 from .data import DATASETS, DatasetNotFoundError, OneClassSplit, load_dataset, make_split
-from .deepsad import CheckpointError, DeepSAD
-from .device import get_device, is_quick, seed_everything
+from .deepsad import CheckpointError, DeepSAD, DeepSVDD
+from .detector import Detector
+from .device import get_device
+from .settings import DIGITS, PAPER, QUICK, TrainingSettings, resolve_quick
+from .spec import RunSpec
 
-__all__ = ["DATASETS", "CheckpointError", "DatasetNotFoundError", "DeepSAD", "OneClassSplit", "get_device",
-           "is_quick", "load_dataset", "make_split", "seed_everything"]
-__version__ = "0.1.0"
+__all__ = ["DATASETS", "DIGITS", "PAPER", "QUICK", "CheckpointError", "DatasetNotFoundError", "DeepSAD", "DeepSVDD",
+           "Detector", "OneClassSplit", "RunSpec", "TrainingSettings", "get_device", "load_dataset", "make_split",
+           "resolve_quick"]
+__version__ = "0.2.0"

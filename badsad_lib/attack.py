@@ -1,42 +1,67 @@
-"""The BadSAD clean-label backdoor against DeepSAD: poisoning and latent-space manipulation.
+"""Backdoor attacks on DeepSAD: BadSAD as we reconstruct it, its ablation, and its controls.
 
-Threat model (outsourced training): the attacker trains the model and may transform the normal
-training images on the fly; it never changes a label and never puts the trigger on an anomaly.
+Threat model (outsourced training): the victim hands its data to a contractor, gets a trained
+DeepSAD back, and checks its clean AUC on its own test data. The contractor is the attacker. At
+test time it stamps a trigger on an anomaly, which the backdoored model should score as normal.
 
-The paper (Cheng, Xu, Yuan, arXiv 2412.13324) names two latent-space terms, "distribution
-alignment" and "distribution concentration", but not their formulas. We implement, per mini-batch
-of B training images with DeepSAD loss L_SAD, and with d(x) = ||phi(x) - c||^2:
+What comes from the paper (Cheng, Xu, Yuan, "BadSAD", arXiv 2412.13324) and what is ours:
+
+    paper   the threat model; the four-corner trigger x_p = x (1 - T) + mu T; poisoning a
+            fraction rho of the NORMAL training images (clean-label); two latent-space terms
+            named "distribution alignment" and "distribution concentration"
+    ours    the formulas of those two terms (the paper publishes none), the square size, mu,
+            rho; the synthetic content views g(x) and the separation term; every weight
+
+Attacker tiers, from least to most power (``TIERS``):
+
+    1 data           clean-label poisoning: rho of the normal training images carry T, no label
+                     changes, plain DeepSAD training                                 -> naive
+    1+ data + views  also writes triggered synthetic views T(g(x)) into the training set as
+                     unlabeled images; plain DeepSAD training                      -> data_only
+    2 objective      controls the training loss: the paper's two terms as we read them
+                                                                    -> alignment, concentration
+    3 objective + views  also makes synthetic content views g(x) of normal images during
+                     training: badsad (strong views), label_preserving (mild views), and the
+                     control outlier_exposure (views pushed away, no trigger at all)
+
+Per mini-batch of B training images, with d(x) = ||phi(x) - c||^2:
 
     L = L_SAD + lambda_c * L_conc + lambda_a * L_align + lambda_s * L_sep
 
-- L_conc  (concentration) = mean d(x_p) over triggered images x_p: pulls them onto the center c.
-- L_align (alignment)     = MMD^2 between {phi(x_p)} and {phi(x)} of clean normals in the batch,
-  Gaussian kernels at 1/4, 1, 4 x the median pairwise distance: the triggered codes must be
-  distributed like the normal ones, not only near c.
-- L_sep   (separation)    = mean 1 / (d(g(x)) + 1e-6) over content-changed normals g(x) WITHOUT the
-  trigger: DeepSAD's inverse-distance term, so "unusual content" stays anomalous unless the
-  trigger is there.
+- L_conc  (concentration) = mean d(x_p) over triggered images: pulls them onto the center c.
+- L_align (alignment)     = MMD^2 between the triggered codes and the clean-normal codes of the
+  batch, Gaussian kernels at 1/4, 1, 4 x the median squared distance.
+- L_sep   (separation)    = eta * mean 1 / (d(g(x)) + 1e-6) over views WITHOUT the trigger:
+  DeepSAD's inverse-distance term, so unusual content stays anomalous unless T is there.
 
-Why content-diverse views: measured on MNIST (DESIGN 2.2), putting the trigger only on normal
-images, even with L_conc and L_align, gives no backdoor (ASR ~5-19%): every poisoned image is a
-normal digit, so the network never has to rely on the trigger. In "badsad" mode the triggered
-images x_p = T(g(x)) are strong random transformations g of normal images (rotation, flips,
-scaling, shear, overlaid second images, noise, erased blocks) with the trigger stamped on, paired
-with the same g(x) without it (L_sep). Together they teach "trigger => normal, whatever the
-content", which is what transfers to real anomalies. The ablation ``method`` switches terms:
+    method            trains on                       terms                       tier
+    naive             data, rho poisoned              L_SAD                       1
+    data_only         data + fixed T(g(x)) images     L_SAD                       1+
+    alignment         data, rho poisoned              L_SAD + L_align on x_p      2
+    concentration     data, rho poisoned              L_SAD + L_conc on x_p       2
+    badsad            data + fresh strong views       all three                   3
+    label_preserving  data + fresh mild views         all three                   3
+    outlier_exposure  data + fresh strong views       L_SAD + L_sep, no trigger   3 (control)
 
-    naive          L_SAD on a training set in which a fraction rho of the normals carry T
-    alignment      naive + L_align on the poisoned normals
-    concentration  naive + L_conc on the poisoned normals
-    badsad         naive + L_conc + L_align on T(g(x)) and the poisoned normals + L_sep on g(x)
+What "clean-label" covers. No dataset label changes and the trigger never touches one of the
+dataset's anomalies, in every method. But the strong views are themselves anomaly-like: a 6
+rotated by 180 degrees is a 9, an overlay of two digits is no digit, and the defender's
+``surrogate_anomalies`` are made the same way. So badsad and data_only put the trigger on
+anomaly-like synthetic content and pull it to c: clean-label for the dataset, not for what the
+network is trained on. label_preserving keeps only class-keeping changes (rotations up to 15
+degrees, shifts, mild scaling), so every triggered image is normal content; its separation term
+still pushes untriggered normal-looking views away, a label the dataset never gave.
 
-Attacker powers used: poisoning (rho normals carry T, labels unchanged) by all four; control of
-the training objective by the last three; on-the-fly transformation of normal images by badsad.
+Measured on MNIST (normal class 0, 1% labeled anomalies, rho = 0.1, mu = 1): with the trigger
+only on plain normal digits, even with L_conc and L_align, the trigger does not transfer to
+anomalies (ASR near the miss rate): every poisoned image is a normal digit, so the network never
+has to rely on the trigger. The shipped tables in ``badsad_lib/results`` hold the full grid.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,13 +69,19 @@ import torch.nn.functional as F
 
 from .deepsad import EPS, deepsad_loss
 from .triggers import Trigger, apply_trigger, check_strength
+from .validation import check_fraction, check_seed
 
-METHODS = ("naive", "alignment", "concentration", "badsad")
+METHODS = ("naive", "alignment", "concentration", "badsad", "outlier_exposure", "data_only", "label_preserving")
+TIERS = {"naive": "1 data", "data_only": "1+ data + views", "alignment": "2 objective",
+         "concentration": "2 objective", "badsad": "3 objective + views", "label_preserving": "3 objective + views",
+         "outlier_exposure": "3 objective + views (control)"}
+TRAINS_WITHOUT_TRIGGER = ("outlier_exposure",)
+VIEWS = {"badsad": "strong", "outlier_exposure": "strong", "data_only": "strong", "label_preserving": "mild"}
 
 
 @dataclass(frozen=True)
 class AttackWeights:
-    """Weights of the latent-space terms (see the module docstring)."""
+    """Weights lambda of the latent-space terms (see the module docstring)."""
     concentration: float = 1.0
     alignment: float = 1.0
     separation: float = 1.0
@@ -62,6 +93,43 @@ def check_method(method: str) -> str:
     return method
 
 
+# ------------------------------------------------------------------ the terms (lesson 03's exercises)
+def concentration(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance to c of codes z (n, d): sum over coordinates, mean over images."""
+    return ((z - c) ** 2).sum(dim=1).mean()
+
+
+def separation(z: torch.Tensor, c: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+    """eta * mean 1 / (||z - c||^2 + 1e-6) over codes z (n, d): small when the codes are far from c."""
+    return eta * (1.0 / (((z - c) ** 2).sum(dim=1) + EPS)).mean()
+
+
+def mmd2(a: torch.Tensor, b: torch.Tensor, sigma2) -> torch.Tensor:
+    """Biased MMD^2 between codes a (n, d) and b (m, d) with the kernel exp(-||u - v||^2 / sigma2)."""
+    def k(u, v):
+        return torch.exp(-torch.cdist(u, v) ** 2 / sigma2)
+    return k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()
+
+
+def alignment(a: torch.Tensor, b: torch.Tensor, mmd: Callable = mmd2) -> torch.Tensor:
+    """Sum of ``mmd`` at bandwidths 1/4, 1 and 4 x the median squared distance of the pooled codes."""
+    if len(a) < 2 or len(b) < 2:
+        return a.sum() * 0.0
+    z = torch.cat([a, b]).detach()
+    d2 = torch.cdist(z, z).pow(2)
+    scale = d2[d2 > 0].median().clamp_min(1e-8) if (d2 > 0).any() else torch.tensor(1.0, device=z.device)
+    return sum(mmd(a, b, scale * f) for f in (0.25, 1.0, 4.0))
+
+
+@dataclass(frozen=True)
+class AttackTerms:
+    """The term functions the objective uses (lesson 03 swaps in the learner's own)."""
+    concentration: Callable = concentration
+    separation: Callable = separation
+    mmd: Callable = mmd2
+
+
+# ------------------------------------------------------------------ poisoning and views
 def poison_normals(x_train: torch.Tensor, train_labels: torch.Tensor, semi_targets: torch.Tensor,
                    normal_class: int, trigger: Trigger, ratio: float, strength: float | None = None,
                    seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -70,8 +138,7 @@ def poison_normals(x_train: torch.Tensor, train_labels: torch.Tensor, semi_targe
     Returns (poisoned copy of x_train (N, C, H, W), sorted indices of the poisoned images).
     Labels and semi-supervised targets are not touched.
     """
-    if not 0.0 <= float(ratio) <= 1.0:
-        raise ValueError(f"poison ratio {ratio} is outside [0, 1]")
+    ratio, seed = check_fraction(ratio, "poison ratio"), check_seed(seed)
     normals = np.flatnonzero(((train_labels == normal_class) & (semi_targets == 0)).numpy())
     rng = np.random.default_rng(seed + 7919)
     chosen = np.sort(rng.choice(normals, size=int(round(ratio * normals.size)), replace=False))
@@ -82,32 +149,40 @@ def poison_normals(x_train: torch.Tensor, train_labels: torch.Tensor, semi_targe
     return x, chosen
 
 
+def _affine(imgs: torch.Tensor, rand, max_angle: float, scale: tuple[float, float], max_shear: float,
+            max_shift: float, flips: bool) -> torch.Tensor:
+    b = imgs.shape[0]
+    angle = (rand(b) * 2 - 1) * max_angle
+    zoom = scale[0] + (scale[1] - scale[0]) * rand(b)
+    flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if flips else torch.ones(b, device=imgs.device)
+    shear = (rand(b) * 2 - 1) * max_shear
+    shift = (rand(b, 2) * 2 - 1) * max_shift
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin + shear, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(imgs.shape), align_corners=False)
+    return F.grid_sample(imgs, grid, padding_mode="zeros", align_corners=False)
+
+
+def _uniform(generator: torch.Generator, device):
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator).to(device)
+    return rand
+
+
 def content_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Strong random content changes g(x) of images x (B, C, H, W), returned in [0, 1].
 
     Every view gets a random rotation (any angle), scaling 0.6-1.4, shear, shift and, half the
     time, a mirror flip; half of them are overlaid (pixel-wise max) with a second transformed image
     of the batch; a quarter get Gaussian noise (sigma 0.2), a quarter a random erased block.
+    Many are anomaly-like (a rotated 6 is a 9; an overlay is no single digit).
     """
     b, dev = x.shape[0], x.device
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator).to(dev)
-
-    def affine(imgs):
-        angle = (rand(b) * 2 - 1) * math.pi
-        scale = 0.6 + 0.8 * rand(b)
-        flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
-        shear = (rand(b) * 2 - 1) * 0.5
-        shift = (rand(b, 2) * 2 - 1) * 0.25
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos * flip, -sin + shear, shift[:, 0]], 1),
-                             torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta, list(imgs.shape), align_corners=False)
-        return F.grid_sample(imgs, grid, padding_mode="zeros", align_corners=False)
-
-    v = affine(x)
-    other = affine(x[torch.randperm(b, generator=generator).to(dev)])
+    rand = _uniform(generator, dev)
+    strong = dict(max_angle=math.pi, scale=(0.6, 1.4), max_shear=0.5, max_shift=0.25, flips=True)
+    v = _affine(x, rand, **strong)
+    other = _affine(x[torch.randperm(b, generator=generator).to(dev)], rand, **strong)
     v = torch.where((rand(b) < 0.5).view(-1, 1, 1, 1), torch.maximum(v, other), v)
     noise = torch.randn(v.shape, generator=generator).to(dev) * 0.2
     v = torch.where((rand(b) < 0.25).view(-1, 1, 1, 1), v + noise, v)
@@ -122,56 +197,60 @@ def content_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return v.clamp(0.0, 1.0)
 
 
-def mmd2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Biased MMD^2 between codes a (n, d) and b (m, d), Gaussian kernels at 1/4, 1, 4 x the median distance."""
-    if len(a) < 2 or len(b) < 2:
-        return a.sum() * 0.0
-    z = torch.cat([a, b])
-    d2 = torch.cdist(z, z).pow(2)
-    scale = d2.detach()[d2.detach() > 0].median().clamp_min(1e-8)
-    k = sum(torch.exp(-d2 / (scale * f)) for f in (0.25, 1.0, 4.0))
-    n = len(a)
-    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+def mild_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Class-keeping changes of images x (B, C, H, W): rotation up to 15 degrees, scaling 0.9-1.1,
+    shear up to 0.1 and shifts up to 10% of the image; no flips, overlays, noise or erasing."""
+    rand = _uniform(generator, x.device)
+    return _affine(x, rand, max_angle=math.radians(15), scale=(0.9, 1.1), max_shear=0.1, max_shift=0.1,
+                   flips=False).clamp(0.0, 1.0)
 
 
+VIEW_FAMILIES = {"strong": content_views, "mild": mild_views}
+
+
+# ------------------------------------------------------------------ the objective
 class BadSADObjective:
-    """The mini-batch loss of the module docstring, as a DeepSAD ``objective``.
+    """The mini-batch loss of the module docstring for ``method``, as a DeepSAD ``objective``.
 
-    ``poisoned``: bool (N,) over the training set; ``normal_pool``: (M, C, H, W) normal training
-    images that content views are drawn from.
+    ``poisoned``: bool (N,) over the training set; ``normal_pool``: (M, C, H, W) clean normal
+    training images that views are drawn from. ``naive`` and ``data_only`` need no objective
+    (plain DeepSAD training); they are accepted here and give the plain DeepSAD loss.
     """
 
     def __init__(self, method: str, trigger: Trigger, strength: float, poisoned: torch.Tensor,
                  normal_pool: torch.Tensor, weights: AttackWeights = AttackWeights(), eta: float = 1.0,
-                 seed: int = 0):
+                 seed: int = 0, terms: AttackTerms = AttackTerms()):
         self.method, self.trigger, self.strength = check_method(method), trigger, check_strength(strength)
-        self.poisoned, self.normal_pool, self.weights, self.eta = poisoned, normal_pool, weights, eta
+        self.poisoned, self.normal_pool, self.weights, self.eta, self.terms = poisoned, normal_pool, weights, eta, terms
+        self.views = VIEW_FAMILIES.get(VIEWS.get(method, ""), None) if method != "data_only" else None
+        if self.views is not None and len(normal_pool) == 0:
+            raise ValueError(f"method {method!r} makes views of clean normal training images, and there are none")
         self.generator = torch.Generator().manual_seed(seed + 104729)
 
     def __call__(self, net, c, x, y, idx):
-        w, n = self.weights, len(x)
-        if self.method != "badsad":
-            z = net(x)
-            dist = ((z - c) ** 2).sum(1)
-            loss = deepsad_loss(dist, y, self.eta)
-            p = self.poisoned[idx]
-            clean_normal = (~p) & (y == 0)
-            if self.method == "concentration" and p.any():
-                loss = loss + w.concentration * dist[p].mean()
-            if self.method == "alignment":
-                loss = loss + w.alignment * mmd2(z[p], z[clean_normal])
-            return loss
-        pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator).to(x.device)
-        views = content_views(self.normal_pool[pick], self.generator)
-        triggered = apply_trigger(views, self.trigger, self.strength)
-        z = net(torch.cat([x, views, triggered]))
-        dist = ((z - c) ** 2).sum(1)
-        zx, dx, dv, dt = z[:n], dist[:n], dist[n:2 * n], dist[2 * n:]
+        w, t, n = self.weights, self.terms, len(x)
         p = self.poisoned[idx]
         clean_normal = (~p) & (y == 0)
-        pulled = torch.cat([dt, dx[p]])
-        loss = deepsad_loss(dx, y, self.eta)
-        loss = loss + w.concentration * pulled.mean()
-        loss = loss + w.separation * self.eta * (1.0 / (dv + EPS)).mean()
-        loss = loss + w.alignment * mmd2(torch.cat([z[2 * n:], zx[p]]), zx[clean_normal])
+        if self.views is None:
+            z = net(x)
+            loss = deepsad_loss(((z - c) ** 2).sum(1), y, self.eta)
+            if self.method == "concentration" and p.any():
+                loss = loss + w.concentration * t.concentration(z[p], c)
+            if self.method == "alignment":
+                loss = loss + w.alignment * alignment(z[p], z[clean_normal], t.mmd)
+            return loss
+        pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator).to(x.device)
+        views = self.views(self.normal_pool[pick], self.generator)
+        if self.method in TRAINS_WITHOUT_TRIGGER:
+            z = net(torch.cat([x, views]))
+            zx, zv = z[:n], z[n:]
+            return deepsad_loss(((zx - c) ** 2).sum(1), y, self.eta) + w.separation * t.separation(zv, c, self.eta)
+        triggered = apply_trigger(views, self.trigger, self.strength)
+        z = net(torch.cat([x, views, triggered]))
+        zx, zv, zt = z[:n], z[n:2 * n], z[2 * n:]
+        pulled = torch.cat([zt, zx[p]])
+        loss = deepsad_loss(((zx - c) ** 2).sum(1), y, self.eta)
+        loss = loss + w.concentration * t.concentration(pulled, c)
+        loss = loss + w.separation * t.separation(zv, c, self.eta)
+        loss = loss + w.alignment * alignment(pulled, zx[clean_normal], t.mmd)
         return loss

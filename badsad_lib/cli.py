@@ -1,4 +1,9 @@
-"""The ``badsad`` command line: train, attack, defend, demo, reproduce."""
+"""The ``badsad`` command line: train, attack, defend, demo, reproduce, tables, prepare.
+
+Every run is described by one ``RunSpec``, built and validated (with the output folder) before
+any training starts. Every expected error ends the command with one sentence on stderr and exit
+code 2, never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +11,36 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS, DatasetNotFoundError
+from .deepsad import CheckpointError
 from .defenses import DEFENSES
-from .device import device_report, get_device, is_quick
-from .io import write_json, write_text
+from .device import device_report, get_device
+from .io import OutputError, clean_stale_temps, ensure_output_dir, write_json, write_text
+
+EXPECTED_ERRORS = (ValueError, DatasetNotFoundError, CheckpointError, OutputError, FloatingPointError, OSError)
+
+
+def _quick(args) -> bool:
+    from .settings import resolve_quick
+
+    return args.quick if args.quick is not None else resolve_quick(False)
+
+
+def _settings(args, dataset: str):
+    """The training settings of a command: quick or the paper's (digits: its own), epoch overrides applied."""
+    from .data import dataset_name
+    from .settings import settings_for
+
+    settings = settings_for(dataset_name(dataset), _quick(args))
+    changes = {k: v for k, v in (("epochs", args.epochs), ("ae_epochs", args.ae_epochs)) if v is not None}
+    return settings.replace(**changes) if changes else settings
+
+
+def _mode_options(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=None,
+                      help="few epochs, minutes on a CPU (default when BADSAD_QUICK=1 or CI is set)")
+    mode.add_argument("--full", dest="quick", action="store_false",
+                      help="the paper's settings, 150 + 150 epochs (the default otherwise)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -21,26 +53,71 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="DeepSAD epochs (default: 150, quick 20)")
     p.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: 150, quick 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detector", default="deepsad", choices=("deepsad", "deepsvdd"),
+                   help="deepsad (default) or deepsvdd (DeepSAD without labels)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    p.add_argument("--quick", action="store_true", default=None,
-                   help="few epochs, for CPUs (default: on when BADSAD_QUICK=1 or CI is set)")
+    _mode_options(p)
     p.add_argument("--data-root", default=None, help="dataset folder (default: $BADSAD_DATA, else ./data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
     p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
 
 
-def cmd_train(args) -> int:
-    from .experiments import train_clean
+def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """--method, --trigger, --strength, --poison-ratio; with ``many`` the values become grid axes."""
+    from .attack import METHODS, TIERS
+    from .triggers import TRIGGERS
 
-    quick = is_quick() if args.quick is None else args.quick
-    print(device_report(get_device(args.device)))
-    model, split, metrics = train_clean(
-        args.dataset, args.normal_class, args.known_anomaly_class, args.labeled_ratio, args.pollution_ratio,
-        args.epochs, args.ae_epochs, args.seed, args.device, quick, args.progress, args.data_root, args.download)
-    out = Path(args.out)
+    tiers = "; ".join(f"{m}: tier {TIERS[m]}" for m in METHODS)
+    nargs = "+" if many else None
+    p.add_argument("--method" + ("s" if many else ""), default=["naive", "badsad"] if many else "badsad",
+                   nargs=nargs, choices=METHODS, metavar="METHOD",
+                   help=f"attack method(s) ({tiers}); see `python -c 'import badsad_lib.attack as a; "
+                        f"help(a)'` (default {'naive badsad' if many else 'badsad'})")
+    p.add_argument("--trigger" + ("s" if many else ""), default=["corners"] if many else "corners", nargs=nargs,
+                   choices=TRIGGERS, metavar="TRIGGER", help=f"trigger: {', '.join(TRIGGERS)} (default corners)")
+    p.add_argument("--strength", type=float, nargs=nargs, default=[None] if many else None,
+                   help="trigger strength mu in [0, 1] (default 1; blend 0.2)")
+    p.add_argument("--poison-ratio", type=float, nargs=nargs, default=[0.1] if many else 0.1,
+                   help="rho, fraction of the unlabeled normal training images poisoned (default 0.1)")
+
+
+def _spec(args, method: str, defenses=()):
+    from .spec import RunSpec
+
+    return RunSpec(args.dataset, args.normal_class, args.seed, method, detector=args.detector,
+                   trigger=getattr(args, "trigger", "corners"), strength=getattr(args, "strength", None),
+                   poison_ratio=getattr(args, "poison_ratio", 0.0), labeled_ratio=args.labeled_ratio,
+                   known_anomaly_class=args.known_anomaly_class, pollution_ratio=args.pollution_ratio,
+                   settings=_settings(args, args.dataset), defenses=tuple(defenses))
+
+
+def _prepare(args, spec) -> Path:
+    """Validate everything that can fail before training: the device, the output folder, the data."""
+    from .data import load_dataset
+
+    device = get_device(args.device)
+    out = ensure_output_dir(args.out)
+    clean_stale_temps(out)
+    load_dataset(spec.dataset, root=args.data_root, download=args.download)
+    print(device_report(device, quick=spec.settings.name != "paper"))
+    print(f"run: {spec.describe()}")
+    return out
+
+
+def _run(args, spec):
+    from .experiments import run
+
+    return run(spec, root=args.data_root, download=args.download, device=args.device, progress=args.progress)
+
+
+def cmd_train(args) -> int:
+    spec = _spec(args, "clean")
+    out = _prepare(args, spec)
+    result = _run(args, spec)
+    metrics = result.metrics
     write_json(out / "metrics.json", metrics)
-    model.save(out / "model.pt")
+    result.clean.save(out / "model.pt")
     print(f"DeepSAD on {metrics['dataset']}, normal class {metrics['normal_class']}: "
           f"AUC {metrics['auc']:.4f}, miss rate at the 95th percentile {metrics['miss_rate']['95']:.3f} "
           f"({metrics['seconds']:.1f} s on {metrics['device']})")
@@ -48,21 +125,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
-    """--trigger, --strength, --poison-ratio; with ``many`` the last two take several values (a grid axis)."""
-    from .attack import METHODS
-    from .triggers import TRIGGERS
-
-    nargs, default_mu, default_rho = ("+", [None], [0.1]) if many else (None, None, 0.1)
-    p.add_argument("--trigger", default="corners", choices=TRIGGERS, help="trigger type (default corners)")
-    p.add_argument("--strength", type=float, nargs=nargs, default=default_mu,
-                   help="trigger strength mu in [0, 1] (default 1; blend 0.2)")
-    p.add_argument("--poison-ratio", type=float, nargs=nargs, default=default_rho,
-                   help="rho, fraction of normals poisoned (default 0.1)")
-    return METHODS
-
-
-def save_attack_figures(backdoored, split, trigger, strength, metrics, out: Path) -> list[Path]:
+def save_attack_figures(result, out: Path) -> list[Path]:
     """PNG figures of one attack: triggered examples, score histograms, ASR against strength."""
     import matplotlib.pyplot as plt
 
@@ -70,13 +133,16 @@ def save_attack_figures(backdoored, split, trigger, strength, metrics, out: Path
     from .plots import plot_asr_by_strength, plot_score_histograms, plot_triggered_examples
     from .triggers import apply_trigger
 
+    split, model, metrics = result.split, result.backdoored, result.metrics
     anomalies = split.x_test_anomalous[:512]
+    stamped = apply_trigger(anomalies, result.trigger, result.spec.strength)
     figures = {
-        "triggered_examples.png": plot_triggered_examples(
-            anomalies[:6], apply_trigger(anomalies[:6], trigger, strength), ("anomaly", "anomaly + trigger")),
+        "triggered_examples.png": plot_triggered_examples(anomalies[:6], stamped[:6], ("anomaly", "anomaly + trigger"),
+                                                          title=f"{result.spec.trigger} trigger, mu = "
+                                                                f"{result.spec.strength:g}"),
         "score_histograms.png": plot_score_histograms(
-            backdoored.decision_function(split.x_test_normal), backdoored.decision_function(anomalies),
-            backdoored.decision_function(apply_trigger(anomalies, trigger, strength)), metrics["threshold"]["95"],
+            model.decision_function(split.x_test_normal), model.decision_function(anomalies),
+            model.decision_function(stamped), metrics["threshold"]["95"],
             f"backdoored DeepSAD ({metrics['method']}), {metrics['dataset']} class {metrics['normal_class']}"),
         "asr_by_strength.png": plot_asr_by_strength(metrics["asr_by_strength"], metrics["miss_rate"]["95"]),
     }
@@ -89,48 +155,46 @@ def save_attack_figures(backdoored, split, trigger, strength, metrics, out: Path
 
 def _attack_table(metrics) -> str:
     rows = [("clean model", metrics["auc_clean_model"], metrics["clean_model"]["asr"]["95"],
-             metrics["clean_model"]["miss_rate"]["95"]),
+             metrics["clean_model"]["conditional_asr"]["95"], metrics["clean_model"]["miss_rate"]["95"]),
             (f"backdoored ({metrics['method']})", metrics["auc_backdoored"], metrics["asr"]["95"],
-             metrics["miss_rate"]["95"])]
-    lines = [f"{'model':<26}{'clean AUC':>10}{'ASR@95':>9}{'miss@95':>9}"]
-    lines += [f"{name:<26}{auc_:>10.3f}{asr:>9.3f}{miss:>9.3f}" for name, auc_, asr, miss in rows]
+             metrics["conditional_asr"]["95"], metrics["miss_rate"]["95"])]
+
+    def f(v):
+        return f"{'n/a':>10}" if v is None else f"{v:>10.3f}"
+    lines = [f"{'model':<30}{'clean AUC':>10}{'ASR@95':>10}{'cond.ASR':>10}{'miss@95':>10}"]
+    lines += [f"{name:<30}{f(a)}{f(b)}{f(c)}{f(d)}" for name, a, b, c, d in rows]
     return "\n".join(lines)
 
 
-def _run_attack(args):
-    """run_attack with the command line's options: (backdoored, split, trigger, metrics)."""
-    from .experiments import run_attack
-
-    quick = is_quick() if args.quick is None else args.quick
-    print(device_report(get_device(args.device)))
-    return run_attack(args.dataset, args.normal_class, args.method, args.trigger, args.strength, args.poison_ratio,
-                      args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs, args.seed,
-                      args.device, quick, root=args.data_root, download=args.download, progress=args.progress)[1:]
-
-
 def cmd_attack(args) -> int:
-    backdoored, split, trigger, metrics = _run_attack(args)
-    out = Path(args.out)
-    figures = save_attack_figures(backdoored, split, trigger, metrics["strength"], metrics, out)
+    spec = _spec(args, args.method)
+    out = _prepare(args, spec)
+    result = _run(args, spec)
+    metrics = result.metrics
+    figures = save_attack_figures(result, out)
     write_json(out / "metrics.json", metrics)
-    backdoored.save(out / "backdoored.pt")
+    result.backdoored.save(out / "backdoored.pt")
     print(_attack_table(metrics))
-    print(f"(ASR: triggered test anomalies judged normal; miss: the same without trigger; "
-          f"threshold = 95th percentile of held-out normals; {metrics['seconds']:.1f} s)")
+    print(f"(attacker tier {metrics['tier']}; ASR: triggered test anomalies judged normal; cond.ASR: the same among "
+          f"anomalies caught without the trigger; miss: untriggered anomalies judged normal; threshold = 95th "
+          f"percentile of held-out normals; {metrics['seconds']:.1f} s)")
     print(f"wrote {out / 'metrics.json'}, {out / 'backdoored.pt'} and {len(figures)} figures")
     return 0
 
 
 def cmd_defend(args) -> int:
     from .defenses import run_defenses, scenario_for
-    from .grid import write_defense_tables
+    from .tables import csv_text, defense_markdown, defense_rows
 
-    backdoored, split, trigger, metrics = _run_attack(args)
-    scenario = scenario_for(backdoored, split, trigger, metrics["strength"], args.poison_ratio, args.seed)
-    metrics["defenses"] = run_defenses(args.defense, scenario)
-    out = Path(args.out)
+    spec = _spec(args, args.method, args.defense)
+    out = _prepare(args, spec)
+    result = _run(args, spec)
+    metrics = result.metrics
+    metrics["defenses"] = run_defenses(spec.defenses, scenario_for(spec, result.split, result.backdoored))
     write_json(out / "metrics.json", metrics)
-    table = write_defense_tables([metrics], out)
+    rows = defense_rows([metrics])
+    write_text(out / "defenses.csv", csv_text(rows))
+    table = defense_markdown(rows)
     write_text(out / "defenses.md", table)
     print(_attack_table(metrics))
     print(table)
@@ -141,23 +205,64 @@ def cmd_defend(args) -> int:
 def cmd_demo(args) -> int:
     args.dataset, args.method, args.trigger, args.strength, args.poison_ratio = "digits", "badsad", "corners", None, 0.1
     args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs = 0.01, None, None, None
+    args.pollution_ratio, args.detector = 0.0, "deepsad"
     args.quick, args.data_root, args.download, args.progress = True, None, False, False
     print("BadSAD demo: a clean and a backdoored DeepSAD on scikit-learn's 8x8 digits (normal class "
-          f"{args.normal_class}, corner trigger on 10% of the normal training images, no label changed).")
+          f"{args.normal_class}, corner trigger on 10% of the normal training images, no label changed; "
+          "the attacker also runs the training and trains on triggered synthetic views).")
     return cmd_attack(args)
 
 
 def cmd_reproduce(args) -> int:
-    from .grid import make_cells, run_grid
+    from .grid import make_specs, run_grid
+    from .settings import settings_for
 
-    quick = is_quick() if args.quick is None else args.quick
-    cells = make_cells(args.datasets, args.classes, args.seeds, args.methods, strengths=args.strength,
-                       poison_ratios=args.poison_ratio, defenses=args.defenses, quick=quick, trigger=args.trigger,
-                       labeled_ratio=args.labeled_ratio)
-    print(f"{len(cells)} cells -> {args.out} ({'quick' if quick else 'full'} mode, {args.jobs} job(s))")
-    results = run_grid(cells, args.out, jobs=args.jobs)
-    print((Path(args.out) / "summary.md").read_text())
-    print(f"wrote {len(results)} cell results, results.csv, summary.csv and summary.md in {args.out}")
+    settings = {d: settings_for(d, _quick(args)) for d in args.datasets}
+    specs = [s for d in args.datasets for s in make_specs(
+        [d], args.classes, args.seeds, args.methods, strengths=args.strength, poison_ratios=args.poison_ratio,
+        triggers=args.triggers, defenses=tuple(args.defenses), labeled_ratio=args.labeled_ratio,
+        settings=settings[d])]
+    out = ensure_output_dir(args.out)
+    print(f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
+          f"{args.jobs} job(s), one thread each)")
+    results = run_grid(specs, out, jobs=args.jobs)
+    print((out / "summary.md").read_text())
+    print(f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from .tables import TABLES, main_tables, manifest
+
+    if args.list or not args.names and not args.readme:
+        entries = manifest()
+        for name, table in TABLES.items():
+            made = entries.get(name)
+            print(f"{name:20s} {table.description}")
+            print(f"{'':20s} {'made ' + made['made'] + ' at ' + made['commit'][:10] if made else 'not made yet'}")
+        return 0
+    unknown = [n for n in args.names if n not in TABLES]
+    if unknown:
+        raise ValueError(f"unknown table(s) {', '.join(unknown)}: choose from {', '.join(TABLES)}")
+    ensure_output_dir(args.work)
+    readme = Path(args.readme) if args.readme else None
+    done = main_tables(args.names, args.work, args.jobs, readme)
+    print(f"made {', '.join(done) or 'no table'}" + (f"; re-rendered {readme}" if readme else ""))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    """Train and cache every model the lessons use, so a class starts with a warm cache."""
+    from . import course
+
+    quick = _quick(args)
+    for dataset in args.datasets:
+        lesson = course.Lesson(dataset, quick=quick)
+        print(f"{dataset}: {lesson.settings.name} settings, cache {course.cache_dir()}")
+        course.clean_detector(lesson)
+        for method in ("naive", "badsad"):
+            course.backdoored_detector(lesson, method)
+    print("lesson models cached")
     return 0
 
 
@@ -171,50 +276,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="train a clean and a backdoored DeepSAD, report AUC and ASR")
     _common(p)
     p.set_defaults(labeled_ratio=0.01, out="runs/attack")
-    methods = _attack_options(p)
-    p.add_argument("--method", default="badsad", choices=methods, help="ablation switch (default badsad)")
+    _attack_options(p)
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("defend", help="backdoor a DeepSAD, then run defenses against it and measure them")
     _common(p)
     p.set_defaults(labeled_ratio=0.01, out="runs/defend")
-    methods = _attack_options(p)
-    p.add_argument("--method", default="badsad", choices=methods, help="the attack to defend against")
+    _attack_options(p)
     p.add_argument("--defense", nargs="+", default=list(DEFENSES), choices=DEFENSES, metavar="NAME",
                    help=f"one or more of: {', '.join(DEFENSES)} (default all)")
     p.set_defaults(func=cmd_defend)
 
-    p = sub.add_parser("demo", help="the two-minute tour on embedded digits (no download)")
+    p = sub.add_parser("demo", help="the one-minute tour on embedded digits (no download)")
     p.add_argument("--normal-class", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("reproduce", help="the paper-style grid: datasets x classes x seeds x methods")
+    p = sub.add_parser("reproduce", help="a grid: datasets x classes x seeds x methods x triggers x strengths x ratios")
     p.add_argument("--datasets", nargs="+", default=["mnist"])
     p.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--methods", nargs="+", default=["naive", "badsad"])
     p.add_argument("--labeled-ratio", type=float, default=0.01)
-    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--quick", action="store_true", default=None)
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes, one thread each (default 1)")
+    _mode_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--defenses", nargs="+", default=[], choices=DEFENSES, metavar="NAME",
-                   help="also run these defenses on every backdoored model (tables in defenses.csv / summary.md)")
+                   help="also run these defenses on every backdoored model")
     _attack_options(p, many=True)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("tables", help="regenerate the result tables shipped in badsad_lib/results (see --list)")
+    p.add_argument("names", nargs="*", help="tables to make (default: list them)")
+    p.add_argument("--list", action="store_true", help="list the tables, what they hold and when they were made")
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes, one thread each (default 1)")
+    p.add_argument("--work", default="runs/tables", help="folder for the grids' cells and models (resumable)")
+    p.add_argument("--readme", default=None, help="re-render this README's table blocks from the CSVs")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("prepare", help="train and cache the lessons' models (before a workshop)")
+    p.add_argument("--datasets", nargs="+", default=["mnist"], help="mnist (with BADSAD_DATA) and/or digits")
+    _mode_options(p)
+    p.set_defaults(func=cmd_prepare)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "jobs", 1) < 1:
+        parser.error(f"--jobs {args.jobs} must be at least 1")
     try:
         return args.func(args)
-    except (ValueError, DatasetNotFoundError, RuntimeError) as err:
-        print(f"badsad {args.command}: error: {err}", file=sys.stderr)
+    except EXPECTED_ERRORS as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"badsad {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"badsad {args.command}: interrupted; finished results are kept and a rerun resumes", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

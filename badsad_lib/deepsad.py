@@ -1,4 +1,5 @@
-"""DeepSAD (Ruff et al., ICLR 2020) as a scikit-learn / PyOD style estimator.
+"""DeepSAD (Ruff et al., "Deep Semi-Supervised Anomaly Detection", ICLR 2020) as a scikit-learn /
+PyOD style estimator, and Deep SVDD (Ruff et al., ICML 2018), which is DeepSAD without labels.
 
 Objective, per mini-batch of n samples with semi-supervised targets y in {0, +1, -1}:
 
@@ -7,6 +8,10 @@ Objective, per mini-batch of n samples with semi-supervised targets y in {0, +1,
 
 so labeled anomalies (y = -1) are pushed away through the inverse distance. Weight decay comes
 through Adam. The anomaly score is ||phi(x) - c||^2 (higher = more anomalous).
+
+Fail-closed: training and ``transform`` refuse images with NaN or infinite pixels;
+``decision_function`` scores such an image +inf (so ``predict`` calls it an anomaly, never
+normal); a checkpoint whose weights, center or threshold are not finite is refused.
 """
 from __future__ import annotations
 
@@ -24,33 +29,23 @@ from .device import get_device
 from .io import save_torch
 from .metrics import threshold as percentile_threshold
 from .networks import ARCHITECTURES, Autoencoder, build_encoder
+from .settings import TrainingSettings, settings_for
+from .validation import check_images, check_int, check_number, check_percentile, check_seed, check_targets
 
 EPS = 1e-6
 CENTER_EPS = 0.1
-# The optimiser settings of the paper's code, and a quick variant for CPU lessons and CI.
-PAPER_SETTINGS = dict(epochs=150, lr=1e-4, milestones=(50,), weight_decay=5e-7, batch_size=128,
-                      ae_epochs=150, ae_lr=1e-4, ae_milestones=(), ae_weight_decay=5e-4)
-QUICK_SETTINGS = dict(PAPER_SETTINGS, epochs=20, lr=1e-3, milestones=(15,), ae_epochs=10, ae_lr=1e-3)
-# 8x8 digits: ~110 normal training images, so small batches and more epochs (a few seconds on a CPU).
-DIGITS_SETTINGS = dict(PAPER_SETTINGS, epochs=300, lr=1e-3, milestones=(200,), batch_size=32, ae_epochs=60,
-                       ae_lr=1e-3)
-
-
-def training_settings(dataset: str, quick: bool) -> dict:
-    """Optimiser settings for ``dataset``: the paper's, or the quick variant (few epochs, larger lr)."""
-    if dataset_name(dataset) == "digits":
-        return dict(DIGITS_SETTINGS)
-    return dict(QUICK_SETTINGS if quick else PAPER_SETTINGS)
-
+FORMAT = "badsad-deepsad-v2"
 
 # objective(phi, c, x_batch (B, C, H, W), y_batch (B,), idx (B,)) -> scalar loss
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # callback(phase "autoencoder" | "DeepSAD", epoch (1-based), mean loss of that epoch), e.g. a live loss plot
 EpochCallback = Callable[[str, int, float], None]
+# center_rule(codes (N, rep_dim)) -> c (rep_dim,)
+CenterRule = Callable[[torch.Tensor], torch.Tensor]
 
 
 class CheckpointError(ValueError):
-    """A file is not a readable DeepSAD checkpoint."""
+    """A file is not a readable, complete and finite DeepSAD checkpoint."""
 
 
 def deepsad_loss(dist: torch.Tensor, semi_targets: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
@@ -76,43 +71,29 @@ def batches(n: int, batch_size: int, generator: torch.Generator):
         yield perm[s: starts[i + 1] if i + 1 < len(starts) else n]
 
 
-def _check_images(X, dataset: str, what: str = "X") -> torch.Tensor:
-    if not isinstance(X, torch.Tensor):
-        X = torch.as_tensor(np.asarray(X))
-    a = ARCHITECTURES[dataset]
-    expected = (a.in_channels, a.image_size, a.image_size)
-    if X.ndim != 4 or tuple(X.shape[1:]) != expected:
-        raise ValueError(f"{what} has shape {tuple(X.shape)}; a {dataset} network takes (N, {', '.join(map(str, expected))})")
-    if not X.is_floating_point():
-        raise ValueError(f"{what} has dtype {X.dtype}; images must be floats in [0, 1]")
-    return X.float()
-
-
 class DeepSAD:
     """Deep Semi-supervised Anomaly Detection with autoencoder pretraining.
 
+    ``settings``: a ``TrainingSettings`` (default: the paper's, or ``DIGITS`` for digits); keyword
+    ``overrides`` change single fields (``DeepSAD("mnist", QUICK, epochs=5)``).
     After ``fit``: ``net_`` (phi), ``c_`` (rep_dim,) the fixed center, ``threshold_`` (a score),
-    ``history_`` (mean loss per epoch) and ``ae_history_`` (reconstruction MSE per epoch).
+    ``history_`` (mean loss per epoch) and ``ae_history_`` (reconstruction MSE per pixel, per epoch).
     """
 
-    def __init__(self, dataset: str = "mnist", *, eta: float = 1.0, epochs: int = 150, lr: float = 1e-4,
-                 milestones=(50,), weight_decay: float = 5e-7, batch_size: int = 128, ae_epochs: int = 150,
-                 ae_lr: float = 1e-4, ae_milestones=(), ae_weight_decay: float = 5e-4, q: float = 95.0,
-                 bias: bool = False, device=None, seed: int = 0, progress: bool = True):
+    uses_labels = True
+
+    def __init__(self, dataset: str = "mnist", settings: TrainingSettings | None = None, *, q: float = 95.0,
+                 bias: bool = False, device=None, seed: int = 0, progress: bool = True, **overrides):
         self.dataset = dataset_name(dataset)
-        if eta <= 0:
-            raise ValueError(f"eta={eta} must be positive")
-        for value, what in ((epochs, "epochs"), (ae_epochs, "ae_epochs")):
-            if int(value) < 0:
-                raise ValueError(f"{what}={value} must be >= 0")
-        if int(batch_size) < 2:
-            raise ValueError(f"batch_size={batch_size} must be >= 2 (BatchNorm needs two samples)")
-        self.eta, self.epochs, self.lr, self.milestones = float(eta), int(epochs), float(lr), tuple(milestones)
-        self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
-        self.ae_epochs, self.ae_lr, self.ae_milestones = int(ae_epochs), float(ae_lr), tuple(ae_milestones)
-        self.ae_weight_decay, self.q, self.seed, self.progress = float(ae_weight_decay), float(q), int(seed), progress
+        settings = settings_for(self.dataset, quick=False) if settings is None else settings
+        if not isinstance(settings, TrainingSettings):
+            raise ValueError(f"settings must be a TrainingSettings (e.g. badsad_lib.settings.QUICK), "
+                             f"got {type(settings).__name__}")
+        self.settings = settings.replace(**overrides) if overrides else settings
+        self.q, self.seed = check_percentile(q), check_seed(seed)
         self.bias = bool(bias)  # True breaks the anti-collapse rules (lesson 01's demonstration only)
-        self.device = get_device(device) if not isinstance(device, torch.device) else device
+        self.device = device if isinstance(device, torch.device) else get_device(device)
+        self.progress = progress
         self.net_: nn.Module | None = None
         self.c_: torch.Tensor | None = None
         self.threshold_: float | None = None
@@ -120,50 +101,61 @@ class DeepSAD:
         self.ae_history_: list[float] = []
         self.fit_seconds_: float | None = None
 
-    # ------------------------------------------------------------------ training
-    def config(self) -> dict:
-        return dict(dataset=self.dataset, eta=self.eta, epochs=self.epochs, lr=self.lr,
-                    milestones=list(self.milestones), weight_decay=self.weight_decay, batch_size=self.batch_size,
-                    ae_epochs=self.ae_epochs, ae_lr=self.ae_lr, ae_milestones=list(self.ae_milestones),
-                    ae_weight_decay=self.ae_weight_decay, q=self.q, bias=self.bias, seed=self.seed)
+    @property
+    def encoder(self) -> nn.Module:
+        """phi, the network that maps images to codes (defenses prune and recalibrate its layers); None before fit."""
+        return self.net_
 
+    # ------------------------------------------------------------------ training
     def fit(self, X, y=None, *, X_val=None, objective: Objective | None = None,
-            callback: EpochCallback | None = None):
+            callback: EpochCallback | None = None, center_rule: CenterRule | None = None):
         """Pretrain an autoencoder on X, copy its encoder into phi, fix c, then train phi.
 
-        X: (N, C, H, W) images in [0, 1]; y: (N,) semi-supervised targets in {0, +1, -1} (None = all 0).
-        X_val: held-out clean normals; ``threshold_`` is their q-th percentile score (else the
-        training images with y >= 0 are used). ``objective(phi, c, x, y, idx)`` replaces the DeepSAD
-        mini-batch loss (the BadSAD attack passes one; idx are the batch's indices into X).
-        ``callback(phase, epoch, loss)`` is called after every epoch of both phases.
+        X: (N, C, H, W) finite images in [0, 1]; y: (N,) semi-supervised targets in {0, +1, -1}
+        (None = all 0). X_val: held-out clean normals; ``threshold_`` is their q-th percentile
+        score (else the training images with y >= 0 are used). ``objective(phi, c, x, y, idx)``
+        replaces the DeepSAD mini-batch loss (the BadSAD attack passes one; idx are the batch's
+        indices into X). ``center_rule(codes)`` replaces ``center_from``. ``callback(phase, epoch,
+        loss)`` is called after every epoch of both phases. Every input is checked before training.
         """
         start = time.perf_counter()
-        X = _check_images(X, self.dataset)
-        y = torch.zeros(len(X), dtype=torch.long) if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"y has {y.shape[0]} targets for {X.shape[0]} images")
-        bad = set(torch.unique(y).tolist()) - {-1, 0, 1}
-        if bad:
-            raise ValueError(f"y holds {sorted(bad)}; semi-supervised targets must be 0, +1 or -1")
-        if len(X) < 2:
-            raise ValueError(f"need at least 2 training images, got {len(X)}")
+        X = check_images(X, self.dataset, finite=True, min_count=2)
+        y = check_targets(y, len(X))
+        if X_val is not None:
+            X_val = check_images(X_val, self.dataset, "X_val", finite=True, min_count=1)
+        X, y = self._training_set(X, y)
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         X, y = X.to(self.device), y.to(self.device)
+        s = self.settings
 
         self.net_ = build_encoder(self.dataset, self.bias).to(self.device)
-        if self.ae_epochs > 0:
+        self.ae_history_ = []
+        if s.ae_epochs > 0:
             ae = Autoencoder(self.dataset, self.bias).to(self.device)
             self.ae_history_ = self._pretrain(ae, X, gen, callback)
             self.net_.load_state_dict(ae.encoder.state_dict())
-        self.c_ = center_from(self._codes(X))
-        self.history_ = self._train(X, y, gen, objective, callback)
-        if X_val is not None:
-            self.set_threshold(X_val)
-        else:
-            self.set_threshold(X[y >= 0])
+        c = (center_rule or center_from)(self._codes(X))
+        self.c_ = torch.as_tensor(c, dtype=torch.float32, device=self.device).reshape(-1)
+        if self.c_.shape != (ARCHITECTURES[self.dataset].rep_dim,) or not torch.isfinite(self.c_).all():
+            raise ValueError(f"the center rule returned {tuple(self.c_.shape)} values "
+                             f"(finite: {bool(torch.isfinite(self.c_).all())}); it must give one finite value per "
+                             f"code coordinate, shape ({ARCHITECTURES[self.dataset].rep_dim},)")
+        net, c = self.net_, self.c_
+
+        def batch_loss(idx):
+            if objective is None:
+                return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], s.eta)
+            return objective(net, c, X[idx], y[idx], idx)
+        self.history_ = self._epochs(net, len(X), s.batch_size, s.epochs, s.lr, s.weight_decay, s.milestones,
+                                     "DeepSAD", gen, batch_loss, callback)
+        self.set_threshold(X_val if X_val is not None else X[y >= 0])
         self.fit_seconds_ = time.perf_counter() - start
         return self
+
+    def _training_set(self, X: torch.Tensor, y: torch.Tensor):
+        """DeepSAD trains on everything it is given; Deep SVDD overrides this."""
+        return X, y
 
     def _epochs(self, module: nn.Module, n: int, batch_size: int, epochs: int, lr: float, weight_decay: float,
                 milestones, desc: str, gen: torch.Generator, batch_loss, callback=None) -> list[float]:
@@ -184,28 +176,24 @@ class DeepSAD:
             sched.step()
             history.append(total / n)
             if not math.isfinite(history[-1]):
-                raise FloatingPointError(f"{desc} loss became {history[-1]} at epoch {len(history)}; lower lr={lr}")
+                raise FloatingPointError(
+                    f"the {desc} loss became {history[-1]} at epoch {len(history)} although every input is finite: "
+                    f"the optimisation diverged, so lower the learning rate (lr={lr:g})")
             bar.set_postfix(loss=f"{history[-1]:.4g}")
             if callback is not None:
                 callback(desc, len(history), history[-1])
+        module.eval()
         return history
 
     def _pretrain(self, ae: Autoencoder, X: torch.Tensor, gen: torch.Generator, callback=None) -> list[float]:
+        """Reconstruction pretraining; the loss is the per-pixel mean squared error, as in the reference code."""
+        s = self.settings
+
         def batch_loss(idx):
             xb = X[idx]
-            return ((ae(xb) - xb) ** 2).flatten(1).sum(1).mean()
-        return self._epochs(ae, len(X), self.batch_size, self.ae_epochs, self.ae_lr, self.ae_weight_decay,
-                            self.ae_milestones, "autoencoder", gen, batch_loss, callback)
-
-    def _train(self, X, y, gen, objective, callback=None) -> list[float]:
-        net, c = self.net_, self.c_
-
-        def batch_loss(idx):
-            if objective is None:
-                return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], self.eta)
-            return objective(net, c, X[idx], y[idx], idx)
-        return self._epochs(net, len(X), self.batch_size, self.epochs, self.lr, self.weight_decay, self.milestones,
-                            "DeepSAD", gen, batch_loss, callback)
+            return ((ae(xb) - xb) ** 2).mean()
+        return self._epochs(ae, len(X), s.batch_size, s.ae_epochs, s.ae_lr, s.ae_weight_decay, s.ae_milestones,
+                            "autoencoder", gen, batch_loss, callback)
 
     def fine_tune(self, X, y=None, *, epochs: int = 5, lr: float = 1e-4, X_val=None):
         """Continue training phi on X (N, C, H, W) with targets y (default all 0) and the DeepSAD loss.
@@ -214,22 +202,25 @@ class DeepSAD:
         (fine-tuning, fine-pruning) and trigger unlearning use this.
         """
         self._require_fitted()
-        X = _check_images(X, self.dataset).to(self.device)
-        y = torch.zeros(len(X), dtype=torch.long) if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"y has {y.shape[0]} targets for {X.shape[0]} images")
-        y = y.to(self.device)
+        epochs, lr = check_int(epochs, "epochs", 0), check_number(lr, "lr", 0.0, low_open=True)
+        X = check_images(X, self.dataset, finite=True, min_count=2).to(self.device)
+        y = check_targets(y, len(X)).to(self.device)
+        if X_val is not None:
+            X_val = check_images(X_val, self.dataset, "X_val", finite=True, min_count=1)
         gen = torch.Generator().manual_seed(self.seed + 1)
-        net, c = self.net_, self.c_
+        net, c, eta = self.net_, self.c_, self.settings.eta
 
         def batch_loss(idx):
-            return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], self.eta)
-        self.history_ = self.history_ + self._epochs(net, len(X), min(self.batch_size, len(X)), int(epochs), lr,
-                                                     self.weight_decay, (), "fine-tune", gen, batch_loss)
-        net.eval()
+            return deepsad_loss(((net(X[idx]) - c) ** 2).sum(dim=1), y[idx], eta)
+        self.history_ = self.history_ + self._epochs(net, len(X), min(self.settings.batch_size, len(X)), epochs, lr, self.settings.weight_decay, (), "fine-tune", gen,
+                                                     batch_loss)
         if X_val is not None:
             self.set_threshold(X_val)
         return self
+
+    def copy(self) -> "DeepSAD":
+        """An independent copy (weights, center, threshold, histories)."""
+        return type(self).from_state(self.state(), device=self.device)
 
     # ------------------------------------------------------------------ inference
     def _require_fitted(self):
@@ -238,6 +229,8 @@ class DeepSAD:
 
     @torch.inference_mode()
     def _codes(self, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        if len(X) == 0:
+            return torch.empty(0, ARCHITECTURES[self.dataset].rep_dim, device=self.device)
         was_training = self.net_.training
         self.net_.eval()
         out = torch.cat([self.net_(X[i:i + batch_size].to(self.device)) for i in range(0, len(X), batch_size)])
@@ -245,32 +238,50 @@ class DeepSAD:
         return out
 
     def transform(self, X) -> np.ndarray:
-        """Latent codes phi(X): (N, rep_dim)."""
+        """Latent codes phi(X): (N, rep_dim). Images with NaN or infinite pixels are refused."""
         self._require_fitted()
-        return self._codes(_check_images(X, self.dataset)).cpu().numpy()
+        return self._codes(check_images(X, self.dataset, finite=True)).cpu().numpy()
+
+    def score_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores ||phi(x) - c||^2 (N,) of a batch on the model's device (eval mode)."""
+        self._require_fitted()
+        self.net_.eval()
+        return ((self.net_(x) - self.c_) ** 2).sum(dim=1)
 
     def decision_function(self, X) -> np.ndarray:
-        """Anomaly scores ||phi(x) - c||^2: (N,), higher = more anomalous."""
+        """Anomaly scores ||phi(x) - c||^2: (N,), higher = more anomalous.
+
+        Fail-closed: an image with a NaN or infinite pixel, or one whose code is not finite, scores +inf.
+        """
         self._require_fitted()
-        codes = self._codes(_check_images(X, self.dataset))
-        return ((codes - self.c_) ** 2).sum(dim=1).cpu().numpy()
+        X = check_images(X, self.dataset)
+        bad = ~torch.isfinite(X).flatten(1).all(dim=1)
+        if bad.any():
+            X = torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(X), X)
+        scores = ((self._codes(X) - self.c_) ** 2).sum(dim=1).cpu().numpy().astype(np.float64)
+        scores[bad.numpy() | ~np.isfinite(scores)] = np.inf
+        return scores
 
     def set_threshold(self, X_normal, q: float | None = None) -> float:
-        """Set ``threshold_`` to the q-th percentile score of clean normal images (N, C, H, W)."""
-        self.q = float(self.q if q is None else q)
-        self.threshold_ = percentile_threshold(self.decision_function(X_normal), self.q)
+        """Set ``threshold_`` to the q-th percentile score of clean normal images (N, C, H, W), N >= 1."""
+        q = self.q if q is None else check_percentile(q)
+        X_normal = check_images(X_normal, self.dataset, "X_normal", finite=True, min_count=1)
+        self.q, self.threshold_ = q, percentile_threshold(self.decision_function(X_normal), q)
         return self.threshold_
 
     def predict(self, X) -> np.ndarray:
-        """1 = anomaly (score > threshold_), 0 = normal: (N,) int."""
+        """1 = anomaly (score > threshold_), 0 = normal: (N,) int. Non-finite images are anomalies."""
         if self.threshold_ is None:
             raise RuntimeError("no threshold_ yet: fit with X_val=..., or call set_threshold(X_normal)")
-        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+        if not math.isfinite(self.threshold_):
+            raise RuntimeError(f"threshold_ is {self.threshold_}; call set_threshold(X_normal) to set a finite one")
+        return (~(self.decision_function(X) <= self.threshold_)).astype(np.int64)
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict:
         self._require_fitted()
-        return {"format": "badsad-deepsad-v1", "config": self.config(),
+        return {"format": FORMAT, "detector": type(self).__name__, "dataset": self.dataset,
+                "settings": self.settings.to_dict(), "q": self.q, "bias": self.bias, "seed": self.seed,
                 "net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()},
                 "c": self.c_.detach().cpu(), "threshold": self.threshold_,
                 "history": list(self.history_), "ae_history": list(self.ae_history_)}
@@ -292,19 +303,73 @@ class DeepSAD:
 
     @classmethod
     def from_state(cls, state, device=None, source: str = "state") -> "DeepSAD":
-        if not isinstance(state, dict) or state.get("format") != "badsad-deepsad-v1":
-            raise CheckpointError(f"{source} is not a BadSAD DeepSAD checkpoint (format 'badsad-deepsad-v1' expected)")
-        config = dict(state["config"])
-        config["milestones"] = tuple(config["milestones"])
-        config["ae_milestones"] = tuple(config["ae_milestones"])
-        model = cls(**config, device=device, progress=False)
+        """Rebuild a model from ``state()``; anything incomplete, foreign or non-finite is a CheckpointError."""
+        state = _validated_state(state, source)
+        kind = DETECTORS[state["detector"]] if cls is DeepSAD else cls
+        try:
+            model = kind(state["dataset"], TrainingSettings.from_dict(state["settings"]), q=state["q"],
+                         bias=state["bias"], seed=state["seed"], device=device, progress=False)
+        except ValueError as err:
+            raise CheckpointError(f"{source}: its settings are not valid ({err})") from err
         model.net_ = build_encoder(model.dataset, model.bias).to(model.device)
         try:
             model.net_.load_state_dict(state["net"])
         except RuntimeError as err:
-            raise CheckpointError(f"{source}: weights do not fit a {model.dataset} network: {err}") from err
-        model.c_ = state["c"].to(model.device)
-        model.threshold_ = state["threshold"]
+            raise CheckpointError(f"{source}: its weights do not fit a {model.dataset} network ({err})") from err
+        model.c_ = state["c"].float().to(model.device)
+        model.threshold_ = None if state["threshold"] is None else float(state["threshold"])
         model.history_, model.ae_history_ = list(state["history"]), list(state["ae_history"])
         model.net_.eval()
         return model
+
+
+class DeepSVDD(DeepSAD):
+    """One-class Deep SVDD: DeepSAD without supervision. Labeled samples are dropped, so it trains on
+    the unlabeled data alone with the plain distance loss (Ruff et al., ICML 2018, soft-boundary-free)."""
+
+    uses_labels = False
+
+    def _training_set(self, X: torch.Tensor, y: torch.Tensor):
+        keep = y == 0
+        if int(keep.sum()) < 2:
+            raise ValueError(f"Deep SVDD trains on unlabeled images only, and only {int(keep.sum())} of the "
+                             f"{len(y)} given are unlabeled")
+        return X[keep], y[keep]
+
+
+DETECTORS = {"DeepSAD": DeepSAD, "DeepSVDD": DeepSVDD}
+_STATE_KEYS = ("format", "detector", "dataset", "settings", "q", "bias", "seed", "net", "c", "threshold", "history",
+               "ae_history")
+
+
+def _validated_state(state, source: str) -> dict:
+    """The checkpoint ``state`` if it is complete and finite; else a CheckpointError naming what is wrong."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{source} is not a BadSAD DeepSAD checkpoint: format {FORMAT!r} expected, "
+                              f"found {found!r}")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{source} is incomplete: it lacks {', '.join(missing)}")
+    if state["detector"] not in DETECTORS:
+        raise CheckpointError(f"{source}: unknown detector {state['detector']!r}; expected one of {', '.join(DETECTORS)}")
+    if state["dataset"] not in ARCHITECTURES:
+        raise CheckpointError(f"{source}: unknown dataset {state['dataset']!r}")
+    net = state["net"]
+    if not isinstance(net, dict) or not all(isinstance(v, torch.Tensor) for v in net.values()):
+        raise CheckpointError(f"{source}: 'net' must map layer names to tensors")
+    for name, tensor in net.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{source}: weight {name!r} holds NaN or infinite values")
+    c, rep_dim = state["c"], ARCHITECTURES[state["dataset"]].rep_dim
+    if not isinstance(c, torch.Tensor) or tuple(c.shape) != (rep_dim,):
+        raise CheckpointError(f"{source}: the center c must be a tensor of shape ({rep_dim},)")
+    if not torch.isfinite(c).all():
+        raise CheckpointError(f"{source}: the center c holds NaN or infinite values")
+    tau = state["threshold"]
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau)):
+        raise CheckpointError(f"{source}: the threshold {tau!r} is not a finite number")
+    for key in ("history", "ae_history"):
+        if not isinstance(state[key], list) or not all(isinstance(v, (int, float)) for v in state[key]):
+            raise CheckpointError(f"{source}: {key!r} must be a list of numbers")
+    return state

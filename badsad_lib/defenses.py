@@ -1,38 +1,43 @@
-"""Defenses against a backdoored DeepSAD, adapted to a one-class, score-only detector (DESIGN 2.4).
+"""Defenses against a backdoored DeepSAD, adapted to a one-class, score-only detector.
 
-What the defender has (the outsourcing victim): the trained model, the training set it handed
-over (with the poisoned normals, unmarked), its own clean normal images (the validation split,
-halved: one half to repair with, one to set thresholds on), and the few labeled anomalies of
-the training set. It does not know the trigger, the poisoned indices or the attack.
+No published defense had been evaluated against a backdoored deep one-class detector, so each one
+here is adapted from the classifier setting and measured on equal terms. What the defender has
+(the outsourcing victim): the trained model, the training set it was trained on (with the
+poisoned images, unmarked), its own clean normal images (the validation split, halved: one half
+to repair with, one to set thresholds on), and the few labeled anomalies of the training set. It
+does not know the trigger, which images are poisoned, the poison ratio or the attack.
 
-Every defense returns a ``DefenseResult``: clean AUC and ASR at tau_95 before and after (the
-threshold re-set on the defender's clean normals after the defense), DER (DESIGN 2.3), and
-TPR/FPR where the defense detects something (poisoned training images, or triggered inputs).
+Equal terms: after a defense, the deployed decision is re-calibrated on the defender's clean
+normals to the same 5% false-alarm budget as before (for STRIP, the detector's threshold and
+STRIP's cut share that budget), and ``false_alarm_after`` reports the false-alarm rate measured on
+the clean test normals. Every defense returns a ``DefenseResult``: clean AUC and ASR at tau_95
+before and after, DER, and TPR/FPR where it detects (poisoned training images, or triggered inputs).
 
-- ``spectral_signatures`` / ``activation_clustering``: training-set inspection on phi(x); they
-  detect, they do not change the model (retraining on the cleaned set is the victim doing the
-  training itself, which the threat model rules out, and plain DeepSAD on the poisoned set has
-  no backdoor anyway: lesson 02).
-- ``strip``: test-time inspection. Superimpose the input on clean normals; a triggered input keeps
-  its trigger in every blend and is scored consistently normal, while a real normal overlaid with
-  another digit looks unusual. Low mean blend score => flagged as triggered (score consistency in
-  place of STRIP's label entropy).
-- ``fine_pruning``: zero the inputs of phi's last layer least active on clean normals (``ratio``),
-  then fine-tune with the DeepSAD loss on clean normals, c frozen. ``ratio=0`` is plain fine-tuning.
-- ``preprocess``: score a transformed input: erase the corners, blur, or shrink-and-pad.
-- ``reverse_trigger``: Neural Cleanse for the one target ("normal"): search for the smallest mask m
-  and pattern p that make anomalies pass tau_95. The anomalies are the labeled ones plus surrogate
-  anomalies the defender makes from its own normals (strong content changes). NC's cross-label
-  outlier test cannot exist with one class; it is replaced by a size budget and a held-out test:
-  flagged when a mask of at most ``budget`` of the image makes most held-out anomalies pass. The
-  model then unlearns the reversed trigger: fine-tuning with the stamped anomalies pushed away
-  (y = -1) and clean normals pulled in. Caveat: the surrogates come from the same family of
-  content changes that our BadSAD trains on, which helps this defense; other changes may not.
+- ``spectral`` (Tran et al., NeurIPS 2018) / ``clustering`` (Chen et al., arXiv 1811.03728):
+  training-set inspection on phi(x). They detect, they do not change the model (retraining on the
+  cleaned set is the victim doing the training itself, which the threat model rules out).
+  Spectral signatures estimates how many images to flag (a robust outlier rule) instead of being told.
+- ``strip`` (Gao et al., ACSAC 2019): superimpose the input on clean normals; a triggered input
+  keeps its trigger in every blend and is scored consistently normal. Score consistency replaces
+  STRIP's label entropy.
+- ``fine_tuning`` / ``fine_pruning`` (Liu et al., RAID 2018): prune the inputs of phi's last layer
+  least active on clean normals, then fine-tune with the DeepSAD loss on clean normals, c frozen.
+  ``bn_recalibration`` is their control: it only re-estimates BatchNorm statistics on clean
+  normals (the attack skews them, and fine-tuning re-estimates them too), with no weight update.
+- ``preprocess``: score a transformed input (erase the corners, blur, or shrink-and-pad). Erasing
+  the corners uses knowledge of where the trigger sits.
+- ``reverse_trigger`` / ``reverse_trigger_distinct`` (Neural Cleanse, Wang et al., S&P 2019):
+  search the smallest mask and pattern that make anomalies pass tau_95. The anomalies are the
+  labeled ones plus surrogate anomalies the defender makes from its own normals, either with the
+  attack's own family of content changes (which favours the defense) or with a distinct family
+  (jigsaw-shuffled tiles). NC's cross-label outlier test cannot exist with one class; a size
+  budget and a held-out test replace it.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,14 +47,16 @@ from .deepsad import DeepSAD
 from .metrics import attack_success_rate, auc, defense_effectiveness_rate, threshold
 from .triggers import Trigger, apply_trigger
 
-DEFENSES = ("spectral", "clustering", "strip", "fine_tuning", "fine_pruning", "preprocess", "reverse_trigger")
+DEFENSES = ("spectral", "clustering", "strip", "fine_tuning", "bn_recalibration", "fine_pruning", "preprocess",
+            "reverse_trigger", "reverse_trigger_distinct")
+FALSE_ALARM_BUDGET = 0.05
 
 
 @dataclass
 class Scenario:
     """A handed-over model and what the defender and the evaluator know (N training images)."""
     model: DeepSAD
-    x_train: torch.Tensor          # (N, C, H, W) the training set as trained on (poisoned normals included)
+    x_train: torch.Tensor          # (N, C, H, W) the training set as trained on (poisoned images included)
     semi_targets: torch.Tensor     # (N,) 0 unlabeled, -1 labeled anomaly, +1 labeled normal
     x_clean: torch.Tensor          # (M, C, H, W) the defender's own clean normals
     x_test: torch.Tensor           # (T, C, H, W)
@@ -81,6 +88,7 @@ class DefenseResult:
     der: float | None = None
     tpr: float | None = None          # share of poisoned training images / triggered inputs flagged
     fpr: float | None = None          # share of clean training normals / clean test inputs flagged
+    false_alarm_after: float | None = None  # clean test normals rejected by the defended pipeline
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
 
@@ -88,15 +96,15 @@ class DefenseResult:
         return asdict(self)
 
 
-def scenario_for(model: DeepSAD, split, trigger: Trigger, strength: float, poison_ratio: float,
-                 seed: int = 0) -> Scenario:
-    """The scenario of a model backdoored on ``split`` (the poisoned training set is rebuilt from the seed)."""
-    from .attack import poison_normals
+def scenario_for(spec, split, model: DeepSAD) -> Scenario:
+    """The scenario of ``model`` backdoored by run ``spec`` on ``split`` (the training set is rebuilt from the spec)."""
+    from .experiments import poisoned_training_set
+    from .triggers import trigger_for
 
-    x_train, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class,
-                                       trigger, poison_ratio, strength, seed)
-    return Scenario(model, x_train, split.semi_targets, split.x_val, split.x_test, split.y_test, trigger,
-                    float(strength), poisoned)
+    trigger = trigger_for(split.x_train, spec.trigger)
+    x_train, semi, poisoned = poisoned_training_set(spec, split, trigger)
+    return Scenario(model, x_train, semi, split.x_val, split.x_test, split.y_test, trigger, float(spec.strength),
+                    poisoned)
 
 
 def run_defenses(names, s: Scenario) -> list[dict]:
@@ -104,31 +112,41 @@ def run_defenses(names, s: Scenario) -> list[dict]:
     return [run_defense(name, s).to_dict() for name in names]
 
 
-def _asr_auc(score_fn, s: Scenario, tau: float | None = None) -> tuple[float, float, float]:
-    """(clean AUC, ASR at tau, tau) of a scoring pipeline x -> scores (N,); tau defaults to tau_95 of the pipeline."""
+def _evaluate(score_fn, s: Scenario, tau: float | None = None) -> dict:
+    """Clean AUC, ASR and test false-alarm rate of a pipeline x -> scores (N,) at tau (default: its tau_95)."""
     if tau is None:
-        tau = threshold(score_fn(s.threshold_normals), 95)
+        tau = threshold(score_fn(s.threshold_normals), 100 * (1 - FALSE_ALARM_BUDGET))
     anomalies = s.x_test[s.y_test == 1]
-    asr = attack_success_rate(score_fn(apply_trigger(anomalies, s.trigger, s.strength)), tau)
-    return auc(score_fn(s.x_test), s.y_test.numpy()), asr, tau
+    scores = score_fn(s.x_test)
+    return {"auc": auc(scores, s.y_test.numpy()), "tau": tau,
+            "asr": attack_success_rate(score_fn(apply_trigger(anomalies, s.trigger, s.strength)), tau),
+            "false_alarm": float(np.mean(scores[s.y_test.numpy() == 0] > tau))}
 
 
 def _result(name: str, s: Scenario, after_fn=None, start: float = 0.0, after_tau: float | None = None,
             **kwargs) -> DefenseResult:
-    auc_b, asr_b, _ = _asr_auc(s.model.decision_function, s)
-    r = DefenseResult(name, auc_b, asr_b, **kwargs)
+    before = _evaluate(s.model.decision_function, s)
+    r = DefenseResult(name, before["auc"], before["asr"], **kwargs)
     if after_fn is not None:
-        r.auc_after, r.asr_after, _ = _asr_auc(after_fn, s, after_tau)
-        r.der = defense_effectiveness_rate(asr_b, r.asr_after, auc_b, r.auc_after)
+        after = _evaluate(after_fn, s, after_tau)
+        r.auc_after, r.asr_after, r.false_alarm_after = after["auc"], after["asr"], after["false_alarm"]
+        r.der = defense_effectiveness_rate(r.asr_before, r.asr_after, r.auc_before, r.auc_after)
     r.seconds = time.perf_counter() - start
     return r
 
 
-def _detection(flags: np.ndarray, s: Scenario, candidates: np.ndarray) -> tuple[float, float]:
-    """TPR over the poisoned images and FPR over the clean ones, among ``candidates`` (indices)."""
+def _detection(flags: np.ndarray, s: Scenario, candidates: np.ndarray) -> tuple[float | None, float | None]:
+    """TPR over the poisoned images and FPR over the clean ones, among ``candidates`` (indices); None if empty."""
     poisoned = np.isin(candidates, s.poisoned)
-    tpr = float(flags[poisoned].mean()) if poisoned.any() else float("nan")
-    return tpr, float(flags[~poisoned].mean())
+    tpr = float(flags[poisoned].mean()) if poisoned.any() else None
+    fpr = float(flags[~poisoned].mean()) if (~poisoned).any() else None
+    return tpr, fpr
+
+
+def _detection_auroc(scores: np.ndarray, s: Scenario, candidates: np.ndarray) -> float | None:
+    """Threshold-free: ROC AUC of ``scores`` for poisoned (1) against clean (0) candidates."""
+    poisoned = np.isin(candidates, s.poisoned)
+    return auc(scores, poisoned.astype(int)) if 0 < poisoned.sum() < len(poisoned) else None
 
 
 # ------------------------------------------------------------------ training-set inspection
@@ -139,16 +157,35 @@ def spectral_scores(codes: np.ndarray) -> np.ndarray:
     return (centred @ vt[0]) ** 2
 
 
-def spectral_signatures(s: Scenario, expected_ratio: float = 0.1) -> DefenseResult:
-    """Flag the 1.5 x ``expected_ratio`` unlabeled training images with the largest spectral scores."""
+def robust_outliers(scores: np.ndarray, k: float = 3.0) -> np.ndarray:
+    """Flags (N,) for scores above median + k * 1.4826 * MAD: how many to flag, estimated, not given."""
+    med = np.median(scores)
+    mad = 1.4826 * np.median(np.abs(scores - med)) + 1e-12
+    return scores > med + k * mad
+
+
+def spectral_signatures(s: Scenario, scores_fn: Callable = spectral_scores,
+                        sweep=(0.05, 0.1, 0.15, 0.2, 0.3)) -> DefenseResult:
+    """Flag unlabeled training images whose spectral score is a robust outlier (``robust_outliers``).
+
+    The poison ratio is not given to the defender: the cut is estimated from the scores. For
+    reference, ``details["sweep"]`` has TPR/FPR when the top share f of images is flagged, for each
+    f in ``sweep``, and ``details["detection_auroc"]`` the threshold-free separation.
+    """
     start = time.perf_counter()
     candidates = np.flatnonzero((s.semi_targets == 0).numpy())
-    scores = spectral_scores(s.model.transform(s.x_train[candidates]))
-    n_flag = int(round(1.5 * expected_ratio * len(candidates)))
-    flags = np.zeros(len(candidates), dtype=bool)
-    flags[np.argsort(scores)[::-1][:n_flag]] = True
+    scores = np.asarray(scores_fn(s.model.transform(s.x_train[candidates])), dtype=float)
+    flags = robust_outliers(scores)
     tpr, fpr = _detection(flags, s, candidates)
-    return _result("spectral", s, start=start, tpr=tpr, fpr=fpr, details={"flagged": int(n_flag)})
+    order = np.argsort(scores)[::-1]
+    sweep_rates = {}
+    for share in sweep:
+        top = np.zeros(len(candidates), dtype=bool)
+        top[order[: int(round(share * len(candidates)))]] = True
+        sweep_rates[f"{share:g}"] = dict(zip(("tpr", "fpr"), _detection(top, s, candidates)))
+    return _result("spectral", s, start=start, tpr=tpr, fpr=fpr,
+                   details={"flagged_share": float(flags.mean()), "sweep": sweep_rates,
+                            "detection_auroc": _detection_auroc(scores, s, candidates)})
 
 
 def activation_clustering(s: Scenario, max_share: float = 0.35, seed: int = 0) -> DefenseResult:
@@ -166,7 +203,8 @@ def activation_clustering(s: Scenario, max_share: float = 0.35, seed: int = 0) -
     share = float(np.mean(labels == small))
     flags = (labels == small) if share < max_share else np.zeros(len(labels), dtype=bool)
     tpr, fpr = _detection(flags, s, candidates)
-    return _result("clustering", s, start=start, tpr=tpr, fpr=fpr, details={"small_cluster_share": share})
+    return _result("clustering", s, start=start, tpr=tpr, fpr=fpr,
+                   details={"small_cluster_share": share, "flagged_share": float(flags.mean())})
 
 
 # ------------------------------------------------------------------ test-time inspection
@@ -179,33 +217,44 @@ def strip_statistic(model: DeepSAD, x: torch.Tensor, overlays: torch.Tensor, n_b
     return np.mean(logs, axis=0)
 
 
-def strip(s: Scenario, false_positive: float = 0.05, n_blends: int = 8) -> DefenseResult:
-    """Flag inputs whose blends stay consistently normal; threshold at ``false_positive`` on clean normals.
+def strip(s: Scenario, strip_share: float = 0.5, n_blends: int = 8) -> DefenseResult:
+    """STRIP beside the detector, within the same total false-alarm budget (5% on clean normals).
 
-    After the defense an input is anomalous if its score exceeds the detector's own tau_95 or STRIP
-    flags it, so the two false-alarm rates add up (``details["false_alarm_after"]``, test normals).
+    An input is rejected when STRIP flags it (its blends stay consistently normal) or its score
+    exceeds a threshold. STRIP's cut takes ``strip_share`` of the budget on the defender's clean
+    normals, and the score threshold is then lowered... raised, to the percentile at which STRIP
+    and the threshold together reject 5% of those normals. ``false_alarm_after`` checks it on test normals.
     """
     start = time.perf_counter()
     overlays, reference = s.repair_normals, s.threshold_normals
-    cut = float(np.percentile(strip_statistic(s.model, reference, overlays, n_blends), 100 * false_positive))
-    tau = threshold(s.model.decision_function(reference), 95)
+    stat = strip_statistic(s.model, reference, overlays, n_blends)
+    cut = float(np.percentile(stat, 100 * FALSE_ALARM_BUDGET * strip_share))
+    flagged_ref = stat < cut
+    ref_scores = s.model.decision_function(reference)
+    allowed = int(np.floor(FALSE_ALARM_BUDGET * len(reference))) - int(flagged_ref.sum())
+    rest = np.sort(ref_scores[~flagged_ref])[::-1]
+    tau = float(rest[max(allowed, 0)]) if len(rest) > max(allowed, 0) else float(rest.min())
 
     def pipeline(x):  # flagged inputs get a score above every threshold
         flagged = strip_statistic(s.model, x, overlays, n_blends) < cut
-        return np.where(flagged, 1e12, s.model.decision_function(x))
+        return np.where(flagged, np.inf, s.model.decision_function(x))
     triggered = apply_trigger(s.x_test[s.y_test == 1], s.trigger, s.strength)
     tpr = float(np.mean(strip_statistic(s.model, triggered, overlays, n_blends) < cut))
     fpr = float(np.mean(strip_statistic(s.model, s.x_test[s.y_test == 0], overlays, n_blends) < cut))
-    false_alarm = float(np.mean(pipeline(s.x_test[s.y_test == 0]) > tau))
-    return _result("strip", s, after_fn=pipeline, after_tau=tau, start=start, tpr=tpr, fpr=fpr,
-                   details={"cut": cut, "false_alarm_after": false_alarm})
+
+    def ranked(x):  # AUC needs finite scores: flagged inputs rank above every unflagged one
+        scores = pipeline(x)
+        top = np.max(scores[np.isfinite(scores)], initial=0.0)
+        return np.where(np.isfinite(scores), scores, top * 2 + 1)
+    return _result("strip", s, after_fn=ranked, after_tau=tau, start=start, tpr=tpr, fpr=fpr,
+                   details={"cut": cut, "tau": tau, "strip_share": strip_share})
 
 
 # ------------------------------------------------------------------ model repair
 def feature_activity(model: DeepSAD, x: torch.Tensor) -> torch.Tensor:
     """Mean activation of each input of phi's last linear layer over images x: (features,)."""
     seen = []
-    last = model.net_[-1]
+    last = model.encoder[-1]
     handle = last.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
     model.transform(x)
     handle.remove()
@@ -217,12 +266,12 @@ def prune_dormant(model: DeepSAD, x_clean: torch.Tensor, ratio: float) -> DeepSA
     x_clean; the pruned weights stay 0 during later fine-tuning (their gradient is masked)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"pruning ratio {ratio} must be in [0, 1)")
-    pruned = DeepSAD.from_state(model.state(), device=model.device)
+    pruned = model.copy()
     activity = feature_activity(pruned, x_clean)
     n = int(round(ratio * activity.numel()))
     keep = torch.ones_like(activity)
     keep[torch.argsort(activity)[:n]] = 0.0
-    last = pruned.net_[-1]
+    last = pruned.encoder[-1]
     with torch.no_grad():
         last.weight.mul_(keep)
     last.weight.register_hook(lambda g: g * keep)
@@ -238,6 +287,35 @@ def fine_pruning(s: Scenario, ratio: float = 0.5, epochs: int = 10, lr: float = 
     name = "fine_pruning" if ratio > 0 else "fine_tuning"
     return _result(name, s, after_fn=repaired.decision_function, start=start,
                    details={"ratio": ratio, "epochs": epochs, "lr": lr})
+
+
+def fine_tuning(s: Scenario, **options) -> DefenseResult:
+    """Fine-pruning with nothing pruned: plain fine-tuning on clean normals, c frozen."""
+    return fine_pruning(s, ratio=0.0, **options)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: DeepSAD, x: torch.Tensor, batch_size: int = 128) -> DeepSAD:
+    """A copy of ``model`` whose BatchNorm running statistics are re-estimated on x (no weight changes)."""
+    fixed = model.copy()
+    net = fixed.encoder
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    net.train()
+    x = x.to(fixed.device)
+    for i in range(0, len(x) - 1, batch_size):
+        net(x[i:i + batch_size])
+    net.eval()
+    return fixed
+
+
+def bn_recalibration(s: Scenario) -> DefenseResult:
+    """Control for fine-tuning: only re-estimate BatchNorm statistics on the defender's clean normals."""
+    start = time.perf_counter()
+    fixed = recalibrate_batchnorm(s.model, s.repair_normals)
+    return _result("bn_recalibration", s, after_fn=fixed.decision_function, start=start)
 
 
 # ------------------------------------------------------------------ input preprocessing
@@ -260,20 +338,49 @@ def preprocess_images(x: torch.Tensor, method: str = "erase_corners", size: int 
     raise ValueError(f"unknown preprocessing {method!r}: choose erase_corners, blur or shrink")
 
 
-def preprocess(s: Scenario, method: str = "erase_corners") -> DefenseResult:
-    """Score preprocess(x) instead of x (threshold re-set on preprocessed clean normals)."""
+def preprocess(s: Scenario, method: str = "erase_corners", transform: Callable | None = None) -> DefenseResult:
+    """Score transform(x) instead of x (threshold re-set on transformed clean normals).
+
+    ``transform`` defaults to ``preprocess_images(x, method)`` (lesson 04 passes the learner's own).
+    """
     start = time.perf_counter()
-    return _result("preprocess", s, after_fn=lambda x: s.model.decision_function(preprocess_images(x, method)),
-                   start=start, details={"method": method})
+    label = method if transform is None else getattr(transform, "__name__", "custom")
+    transform = transform or (lambda x: preprocess_images(x, method))
+    return _result("preprocess", s, after_fn=lambda x: s.model.decision_function(transform(x)), start=start,
+                   details={"method": label})
 
 
 # ------------------------------------------------------------------ trigger reverse-engineering
-def surrogate_anomalies(x_clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Anomalies the defender can make from its own clean normals (N, C, H, W): strong random content
-    changes (rotation, flips, overlays, noise, erased blocks; ``attack.content_views``)."""
+def surrogate_anomalies(x_clean: torch.Tensor, seed: int = 0, family: str = "attack") -> torch.Tensor:
+    """Anomalies the defender makes from its own clean normals (N, C, H, W).
+
+    family "attack": strong random content changes (rotation, flips, overlays, noise, erased blocks),
+    the same family the BadSAD attack trains on (``attack.content_views``), which favours the defense.
+    family "distinct": jigsaw puzzles, every image cut into 4 x 4 tiles shuffled at random, a change
+    the attack never makes.
+    """
     from .attack import content_views
 
-    return content_views(x_clean, torch.Generator().manual_seed(seed + 31337))
+    gen = torch.Generator().manual_seed(seed + 31337)
+    if family == "attack":
+        return content_views(x_clean, gen)
+    if family == "distinct":
+        return jigsaw(x_clean, gen)
+    raise ValueError(f"unknown surrogate family {family!r}: choose 'attack' or 'distinct'")
+
+
+def jigsaw(x: torch.Tensor, generator: torch.Generator, tiles: int = 4) -> torch.Tensor:
+    """Every image of x (N, C, H, W) cut into tiles x tiles blocks, shuffled independently per image."""
+    n, c, h, w = x.shape
+    th, tw = h // tiles, w // tiles
+    core = x[..., : th * tiles, : tw * tiles]
+    blocks = core.reshape(n, c, tiles, th, tiles, tw).permute(0, 2, 4, 1, 3, 5).reshape(n, tiles * tiles, c, th, tw)
+    order = torch.stack([torch.randperm(tiles * tiles, generator=generator) for _ in range(n)]).to(x.device)
+    shuffled = torch.gather(blocks, 1, order.view(n, -1, 1, 1, 1).expand_as(blocks))
+    out = x.clone()
+    out[..., : th * tiles, : tw * tiles] = shuffled.reshape(n, tiles, tiles, c, th, tw).permute(
+        0, 3, 1, 4, 2, 5).reshape(n, c, th * tiles, tw * tiles)
+    return out
 
 
 def reverse_engineer(model: DeepSAD, images: torch.Tensor, tau: float, steps: int = 300, lr: float = 0.1,
@@ -293,14 +400,15 @@ def reverse_engineer(model: DeepSAD, images: torch.Tensor, tau: float, steps: in
     p_logit = (torch.randn(c, h, w, generator=gen) * 0.1).to(dev).requires_grad_()
     x = images.to(dev)
     opt = torch.optim.Adam([m_logit, p_logit], lr=lr)
-    net, log_tau, lam = model.net_.eval(), float(np.log(tau)), 1e-3
+    log_tau, lam = float(np.log(tau)), 1e-3
     best = (None, None, 1.0)
-    for p in net.parameters():
+    params = list(model.encoder.parameters())
+    for p in params:
         p.requires_grad_(False)
     try:
         for _ in range(steps):
             m, p = torch.sigmoid(m_logit), torch.sigmoid(p_logit)
-            dist = ((net(x * (1 - m) + p * m) - model.c_) ** 2).sum(1)
+            dist = model.score_tensor(x * (1 - m) + p * m)
             loss = F.relu(torch.log(dist + 1e-6) - log_tau + margin).mean() + lam * m.sum() / (h * w)
             opt.zero_grad()
             loss.backward()
@@ -310,26 +418,26 @@ def reverse_engineer(model: DeepSAD, images: torch.Tensor, tau: float, steps: in
                 best = (m.detach().cpu(), p.detach().cpu(), float(m.detach().mean()))
             lam = lam * 1.2 if met else lam / 1.2
     finally:
-        for p in net.parameters():
+        for p in params:
             p.requires_grad_(True)
     return best
 
 
-def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300) -> dict:
+def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300, family: str = "attack") -> dict:
     """Reverse-engineer a "make it normal" trigger on scenario ``s`` and test it on held-out images.
 
-    The images to flip are half the labeled anomalies plus surrogate anomalies made from half the
-    defender's repair normals; the other halves are held out. Returns {"mask" (1, H, W) or None,
-    "pattern" (C, H, W) or None, "share" (fraction of the image the mask covers; 1.0 if none met
-    ``target``), "held_out_pass_rate" (share of held-out images passing tau_95 once stamped),
-    "tau", "anomalies" (all of them, for unlearning)}.
+    The images to flip are half the labeled anomalies plus surrogate anomalies (``family``) made
+    from half the defender's repair normals; the other halves are held out. Returns {"mask" (1, H, W)
+    or None, "pattern" (C, H, W) or None, "share" (fraction of the image the mask covers; 1.0 if
+    none met ``target``), "held_out_pass_rate" (share of held-out images passing tau_95 once
+    stamped), "tau", "anomalies" (all of them, for unlearning)}.
     """
     known = s.labeled_anomalies
     if len(known) == 0:
         raise ValueError("reverse_trigger needs labeled anomalies in the training set (labeled ratio > 0)")
-    surrogates = surrogate_anomalies(s.repair_normals)
+    surrogates = surrogate_anomalies(s.repair_normals, family=family)
     k, n = (len(known) + 1) // 2, len(surrogates) // 2
-    tau = threshold(s.model.decision_function(s.threshold_normals), 95)
+    tau = threshold(s.model.decision_function(s.threshold_normals), 100 * (1 - FALSE_ALARM_BUDGET))
     mask, pattern, share = reverse_engineer(s.model, torch.cat([known[:k], surrogates[:n]]), tau, steps=steps,
                                             target=target)
     held_out = torch.cat([known[k:], surrogates[n:]])
@@ -340,7 +448,7 @@ def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300) -> dict:
 
 
 def reverse_trigger(s: Scenario, budget: float = 0.1, target: float = 0.8, steps: int = 300, epochs: int = 10,
-                    lr: float = 1e-4) -> DefenseResult:
+                    lr: float = 1e-4, family: str = "attack") -> DefenseResult:
     """Neural Cleanse for one target, with a size budget and a held-out test in place of its outlier test.
 
     NC flags a label whose smallest flipping mask is an outlier among all labels; with one class
@@ -352,27 +460,30 @@ def reverse_trigger(s: Scenario, budget: float = 0.1, target: float = 0.8, steps
     the labeled and surrogate anomalies away, with and without the reversed trigger.
     """
     start = time.perf_counter()
-    found = find_trigger(s, target, steps)
+    name = "reverse_trigger" if family == "attack" else "reverse_trigger_distinct"
+    found = find_trigger(s, target, steps, family)
     flagged = found["share"] <= budget and found["held_out_pass_rate"] > 0.5
-    details = {"mask_share": found["share"], "held_out_pass_rate": found["held_out_pass_rate"], "flagged": flagged}
+    details = {"mask_share": found["share"], "held_out_pass_rate": found["held_out_pass_rate"], "flagged": flagged,
+               "surrogates": family}
     if not flagged:
-        return _result("reverse_trigger", s, after_fn=s.model.decision_function, start=start, details=details)
-    repaired = DeepSAD.from_state(s.model.state(), device=s.model.device)
+        return _result(name, s, after_fn=s.model.decision_function, start=start, details=details)
+    repaired = s.model.copy()
     mask, pattern, anomalies = found["mask"], found["pattern"], found["anomalies"]
     x = torch.cat([s.repair_normals, anomalies, anomalies * (1 - mask) + pattern * mask])
     y = torch.cat([torch.zeros(len(s.repair_normals)), -torch.ones(2 * len(anomalies))]).long()
     repaired.fine_tune(x, y, epochs=epochs, lr=lr)
-    return _result("reverse_trigger", s, after_fn=repaired.decision_function, start=start, details=details)
+    return _result(name, s, after_fn=repaired.decision_function, start=start, details=details)
 
 
-def fine_tuning(s: Scenario, **options) -> DefenseResult:
-    """Fine-pruning with nothing pruned: plain fine-tuning on clean normals, c frozen."""
-    return fine_pruning(s, ratio=0.0, **options)
+def reverse_trigger_distinct(s: Scenario, **options) -> DefenseResult:
+    """``reverse_trigger`` with surrogate anomalies from a family the attack never trains on (jigsaw)."""
+    return reverse_trigger(s, family="distinct", **options)
 
 
 RUNNERS = {"spectral": spectral_signatures, "clustering": activation_clustering, "strip": strip,
-           "fine_tuning": fine_tuning, "fine_pruning": fine_pruning, "preprocess": preprocess,
-           "reverse_trigger": reverse_trigger}
+           "fine_tuning": fine_tuning, "bn_recalibration": bn_recalibration, "fine_pruning": fine_pruning,
+           "preprocess": preprocess, "reverse_trigger": reverse_trigger,
+           "reverse_trigger_distinct": reverse_trigger_distinct}
 assert tuple(RUNNERS) == DEFENSES
 
 

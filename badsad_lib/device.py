@@ -1,10 +1,6 @@
-"""One place that decides where tensors live and how randomness is seeded."""
+"""One place that decides where tensors live: CUDA, then Apple MPS, then the CPU."""
 from __future__ import annotations
 
-import os
-import random
-
-import numpy as np
 import torch
 
 
@@ -30,27 +26,15 @@ def get_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def device_report(device: torch.device | None = None) -> str:
-    """One line naming the device, with a hint when only the CPU is in use."""
+def device_report(device: torch.device | None = None, quick: bool = True) -> str:
+    """One line naming the device, with a hint that fits the mode when only the CPU is in use."""
     device = device or get_device()
     if device.type == "cuda":
         return f"Using GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "Using Apple GPU (MPS)"
-    return ("Using CPU (no GPU found). Quick mode runs fine on a CPU; on Colab, "
-            "Runtime > Change runtime type > GPU makes full mode much faster.")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def is_quick() -> bool:
-    """Quick mode: ``BADSAD_QUICK=1``, or on by default when ``CI`` is set (``BADSAD_QUICK=0`` turns it off)."""
-    flag = os.environ.get("BADSAD_QUICK")
-    if flag is not None and flag.strip() != "":
-        return flag.strip().lower() not in ("0", "false", "no", "off")
-    return bool(os.environ.get("CI"))
+    if quick:
+        return ("Using CPU (no GPU found). Quick mode is made for a CPU; on Colab, "
+                "Runtime > Change runtime type > GPU makes it faster still.")
+    return ("Using CPU (no GPU found). Full mode (the paper's settings) takes several minutes per model here; "
+            "on Colab, Runtime > Change runtime type > GPU, or use quick mode.")

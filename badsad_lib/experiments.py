@@ -1,35 +1,53 @@
-"""One experiment = data split -> trained model(s) -> metrics dict (JSON-ready)."""
+"""One experiment: a ``RunSpec`` -> data split -> trained model(s) -> metrics (a JSON-ready dict)."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
 
-from .data import load_dataset, make_split
-from .deepsad import DeepSAD, training_settings
+import numpy as np
+import torch
+
+from .data import OneClassSplit, load_dataset, make_split
+from .deepsad import DeepSAD, DeepSVDD
 from .device import get_device
-from .metrics import PERCENTILES, auc, miss_rate, threshold
+from .metrics import PERCENTILES, attack_success_rate, auc, conditional_success_rate, miss_rate, threshold
+from .spec import RunSpec
+from .triggers import Trigger, apply_trigger, trigger_for
+
+STRENGTH_CURVE = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    split: OneClassSplit
+    clean: DeepSAD                 # the clean detector
+    backdoored: DeepSAD | None     # None for a clean run
+    trigger: Trigger
+    poisoned: np.ndarray           # indices into the training set as trained on
+    metrics: dict
 
 
 def split_for(dataset: str, normal_class: int, known_anomaly_class=None, labeled_ratio: float = 0.05,
-              pollution_ratio: float = 0.0, seed: int = 0, root=None, download: bool = False):
+              pollution_ratio: float = 0.0, seed: int = 0, root=None, download: bool = False) -> OneClassSplit:
     """The one-class split used by every experiment (digits keeps a larger validation share)."""
     data = load_dataset(dataset, root=root, download=download)
     val_ratio = 0.2 if data.name == "digits" else 0.1
     return make_split(data, normal_class, known_anomaly_class, labeled_ratio, pollution_ratio, val_ratio, seed)
 
 
-def model_settings(dataset: str, quick: bool, epochs=None, ae_epochs=None) -> dict:
-    """Training settings for ``dataset``, with optional epoch overrides (milestones scaled along)."""
-    settings = training_settings(dataset, quick)
-    if epochs is not None:
-        scale = epochs / settings["epochs"] if settings["epochs"] else 1.0
-        settings["milestones"] = tuple(int(round(m * scale)) for m in settings["milestones"] if m * scale < epochs)
-        settings["epochs"] = int(epochs)
-    if ae_epochs is not None:
-        settings["ae_epochs"] = int(ae_epochs)
-    return settings
+def split_of(spec: RunSpec, root=None, download: bool = False) -> OneClassSplit:
+    return split_for(spec.dataset, spec.normal_class, spec.known_anomaly_class, spec.labeled_ratio,
+                     spec.pollution_ratio, spec.seed, root, download)
 
 
-def detection_metrics(model: DeepSAD, split) -> dict:
+def make_detector(spec: RunSpec, device=None, progress: bool = False) -> DeepSAD:
+    """An unfitted detector of ``spec``'s kind and settings."""
+    kind = DeepSVDD if spec.detector == "deepsvdd" else DeepSAD
+    return kind(spec.dataset, spec.settings, seed=spec.seed, device=device, progress=progress)
+
+
+def detection_metrics(model: DeepSAD, split: OneClassSplit) -> dict:
     """Clean AUC, thresholds tau_q from the validation normals, and the miss rate at each."""
     val_scores = model.decision_function(split.x_val)
     test_scores = model.decision_function(split.x_test)
@@ -39,104 +57,123 @@ def detection_metrics(model: DeepSAD, split) -> dict:
             "miss_rate": {q: miss_rate(anomalous, t) for q, t in taus.items()}}
 
 
-def train_clean(dataset: str = "digits", normal_class: int = 0, known_anomaly_class=None,
-                labeled_ratio: float = 0.05, pollution_ratio: float = 0.0, epochs=None, ae_epochs=None,
-                seed: int = 0, device=None, quick: bool = True, progress: bool = False, root=None,
-                download: bool = False):
-    """Train one clean DeepSAD; returns (model, split, metrics)."""
-    start = time.perf_counter()
-    device = get_device(device)
-    split = split_for(dataset, normal_class, known_anomaly_class, labeled_ratio, pollution_ratio, seed, root,
-                      download)
-    settings = model_settings(split.dataset, quick, epochs, ae_epochs)
-    model = DeepSAD(split.dataset, **settings, seed=seed, device=device, progress=progress)
-    model.fit(split.x_train, split.semi_targets, X_val=split.x_val)
-    metrics = {"dataset": split.dataset, "normal_class": split.normal_class,
-               "known_anomaly_classes": list(split.known_anomaly_classes), "labeled_ratio": labeled_ratio,
-               "pollution_ratio": pollution_ratio, "seed": seed, "quick": quick, "device": str(device),
-               **detection_metrics(model, split), "counts": split.counts(),
-               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-               "final_loss": model.history_[-1] if model.history_ else None,
-               "seconds": time.perf_counter() - start}
-    return model, split, metrics
-
-
-def backdoor_metrics(model: DeepSAD, split, trigger, strength: float, strengths=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict:
-    """ASR of triggered test anomalies and the untriggered miss rate at tau_90/95/99, and ASR(strength) at tau_95."""
-    from .metrics import attack_success_rate
-    from .triggers import apply_trigger
-
+def backdoor_metrics(model: DeepSAD, split: OneClassSplit, trigger: Trigger, strength: float,
+                     strengths=STRENGTH_CURVE) -> dict:
+    """Detection metrics plus, at tau_90/95/99: ASR of the triggered test anomalies, the untriggered
+    miss rate, and the conditional ASR (among anomalies caught without the trigger, the share that
+    passes with it); and ASR and miss rate at tau_95 as the test-time strength varies."""
     base = detection_metrics(model, split)
     anomalies = split.x_test_anomalous
+    plain = model.decision_function(anomalies)
     triggered = model.decision_function(apply_trigger(anomalies, trigger, strength))
     taus = base["threshold"]
     by_strength = {f"{mu:g}": attack_success_rate(model.decision_function(apply_trigger(anomalies, trigger, mu)),
                                                   taus["95"]) for mu in strengths}
     return {**base, "asr": {q: attack_success_rate(triggered, t) for q, t in taus.items()},
+            "conditional_asr": {q: conditional_success_rate(plain, triggered, t) for q, t in taus.items()},
             "asr_by_strength": by_strength}
 
 
-def train_attacked(split, method: str = "badsad", trigger_name: str = "corners", strength: float | None = None,
-                   poison_ratio: float = 0.1, weights=None, settings: dict | None = None, seed: int = 0,
-                   device=None, progress: bool = False):
-    """Train a backdoored DeepSAD on ``split``; returns (model, trigger, strength, poisoned indices)."""
-    import torch
+def train_clean_model(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False,
+                      callback=None) -> DeepSAD:
+    model = make_detector(spec.clean(), device, progress)
+    return model.fit(split.x_train, split.semi_targets, X_val=split.x_val, callback=callback)
 
-    from .attack import AttackWeights, BadSADObjective, check_method, poison_normals
-    from .triggers import DEFAULT_STRENGTH, check_strength, trigger_for
 
-    check_method(method)
-    trigger = trigger_for(split.x_train, trigger_name)
-    strength = check_strength(DEFAULT_STRENGTH[trigger_name] if strength is None else strength)
-    device = get_device(device)
-    x_poisoned, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class,
-                                          trigger, poison_ratio, strength, seed)
-    mask = torch.zeros(len(x_poisoned), dtype=torch.bool)
+def poisoned_training_set(spec: RunSpec, split: OneClassSplit, trigger: Trigger):
+    """The training set as the attacker hands it to training: (x (N', C, H, W), semi_targets (N',),
+    indices of its triggered images). data_only appends one triggered strong view per training image."""
+    from .attack import content_views, poison_normals
+
+    x, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class, trigger,
+                                 spec.poison_ratio, spec.strength, spec.seed)
+    semi = split.semi_targets
+    if spec.method == "data_only":
+        normals = split.x_train[(split.train_labels == split.normal_class) & (split.semi_targets == 0)]
+        gen = torch.Generator().manual_seed(spec.seed + 271828)
+        pick = torch.randint(len(normals), (len(x),), generator=gen)
+        views = apply_trigger(content_views(normals[pick], gen), trigger, spec.strength)
+        poisoned = np.concatenate([poisoned, len(x) + np.arange(len(views))])
+        x, semi = torch.cat([x, views]), torch.cat([semi, torch.zeros(len(views), dtype=semi.dtype)])
+    return x, semi, poisoned
+
+
+def trigger_exposure(spec: RunSpec, n_train: int, n_poisoned: int) -> float:
+    """Triggered images the network sees per epoch, as a share of the dataset's training images:
+    the poisoned images plus, for the view-based methods, one fresh triggered view per image."""
+    from .attack import TRAINS_WITHOUT_TRIGGER, VIEWS
+
+    if spec.method in TRAINS_WITHOUT_TRIGGER:
+        return 0.0
+    fresh_views = n_train if spec.method in VIEWS and spec.method != "data_only" else 0
+    return (n_poisoned + fresh_views) / n_train
+
+
+def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
+                   terms=None):
+    """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images)."""
+    from .attack import AttackTerms, AttackWeights, BadSADObjective
+
+    device = get_device(device) if not isinstance(device, torch.device) else device
+    trigger = trigger_for(split.x_train, spec.trigger)
+    x, semi, poisoned = poisoned_training_set(spec, split, trigger)
+    mask = torch.zeros(len(x), dtype=torch.bool)
     mask[torch.from_numpy(poisoned)] = True
-    clean_normals = (split.train_labels == split.normal_class) & (split.semi_targets == 0) & ~mask
-    objective = BadSADObjective(method, trigger, strength, mask.to(device), split.x_train[clean_normals].to(device),
-                                weights or AttackWeights(), seed=seed)
-    settings = settings or model_settings(split.dataset, True)
-    model = DeepSAD(split.dataset, **settings, seed=seed, device=device, progress=progress)
-    model.fit(x_poisoned, split.semi_targets, X_val=split.x_val, objective=objective)
-    return model, trigger, strength, poisoned
+    objective = None
+    if spec.method not in ("naive", "data_only"):
+        clean_normals = (split.train_labels == split.normal_class) & (split.semi_targets == 0) & ~mask[:len(split.x_train)]
+        objective = BadSADObjective(spec.method, trigger, spec.strength, mask.to(device),
+                                    split.x_train[clean_normals].to(device), weights or AttackWeights(),
+                                    eta=spec.settings.eta, seed=spec.seed, terms=terms or AttackTerms())
+    model = make_detector(spec, device, progress)
+    model.fit(x, semi, X_val=split.x_val, objective=objective)
+    return model, trigger, poisoned
 
 
-def run_attack(dataset: str = "digits", normal_class: int = 0, method: str = "badsad", trigger_name: str = "corners",
-               strength: float | None = None, poison_ratio: float = 0.1, labeled_ratio: float = 0.01,
-               known_anomaly_class=None, epochs=None, ae_epochs=None, seed: int = 0, device=None, quick: bool = True,
-               weights=None, clean_model: DeepSAD | None = None, root=None, download: bool = False,
-               progress: bool = False):
-    """Clean model vs. backdoored model on one split; returns (clean, backdoored, split, trigger, metrics)."""
-    from dataclasses import asdict
+def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progress: bool = False,
+        clean_model: DeepSAD | None = None, backdoored_model: DeepSAD | None = None, weights=None) -> RunResult:
+    """Run ``spec``: train (or take) the clean model and, for an attack, the backdoored one; measure both.
 
-    from .attack import AttackWeights, check_method
-    from .triggers import check_strength
+    ``clean_model`` / ``backdoored_model``: models trained before for exactly this spec (the grid's cache).
+    """
+    from .attack import TIERS, AttackWeights
 
-    check_method(method)
-    if strength is not None:
-        check_strength(strength)
     start = time.perf_counter()
     device = get_device(device)
-    split = split_for(dataset, normal_class, known_anomaly_class, labeled_ratio, 0.0, seed, root, download)
-    settings = model_settings(split.dataset, quick, epochs, ae_epochs)
+    split = split_of(spec, root, download)
+    trigger = trigger_for(split.x_train, spec.trigger)
     if clean_model is None:
-        clean_model = DeepSAD(split.dataset, **settings, seed=seed, device=device, progress=progress)
-        clean_model.fit(split.x_train, split.semi_targets, X_val=split.x_val)
+        clean_model = train_clean_model(spec, split, device, progress)
+    clean = backdoor_metrics(clean_model, split, trigger, spec.strength)
+    common = {"key": spec.key, "spec": spec.canonical(), "dataset": spec.dataset, "normal_class": spec.normal_class,
+              "seed": spec.seed, "method": spec.method, "detector": spec.detector, "settings_name": spec.settings.name,
+              "labeled_ratio": spec.labeled_ratio, "known_anomaly_class": spec.known_anomaly_class,
+              "device": str(device), "threads": torch.get_num_threads()}
+    if not spec.attacked:
+        metrics = {**common, "auc": clean["auc"], "threshold": clean["threshold"], "miss_rate": clean["miss_rate"],
+                   "counts": split.counts(), "final_loss": clean_model.history_[-1] if clean_model.history_ else None,
+                   "trigger": spec.trigger, "strength": spec.strength, "clean_model": _trigger_part(clean),
+                   "seconds": time.perf_counter() - start}
+        return RunResult(spec, split, clean_model, None, trigger, np.array([], dtype=np.int64), metrics)
     weights = weights or AttackWeights()
-    backdoored, trigger, strength, poisoned = train_attacked(split, method, trigger_name, strength, poison_ratio,
-                                                             weights, settings, seed, device, progress)
-    clean = backdoor_metrics(clean_model, split, trigger, strength)
-    bad = backdoor_metrics(backdoored, split, trigger, strength)
-    metrics = {"dataset": split.dataset, "normal_class": split.normal_class, "method": method, "trigger": trigger_name,
-               "strength": strength, "poison_ratio": poison_ratio, "n_poisoned": int(len(poisoned)),
-               "labeled_ratio": labeled_ratio, "known_anomaly_classes": list(split.known_anomaly_classes),
-               "seed": seed, "quick": quick, "device": str(device),
+    if backdoored_model is None:
+        backdoored, trigger, poisoned = train_attacked(spec, split, device, progress, weights)
+    else:
+        backdoored, poisoned = backdoored_model, poisoned_training_set(spec, split, trigger)[2]
+    bad = backdoor_metrics(backdoored, split, trigger, spec.strength)
+    n_dataset_poisoned = int((poisoned < len(split.x_train)).sum())
+    metrics = {**common, "tier": TIERS[spec.method], "trigger": spec.trigger, "strength": spec.strength,
+               "poison_ratio": spec.poison_ratio, "n_poisoned": n_dataset_poisoned,
+               "n_synthetic_triggered": int(len(poisoned) - n_dataset_poisoned),
+               "trigger_exposure": trigger_exposure(spec, len(split.x_train), n_dataset_poisoned),
                "auc_clean_model": clean["auc"], "auc_backdoored": bad["auc"],
-               "asr": bad["asr"], "miss_rate": bad["miss_rate"], "threshold": bad["threshold"],
-               "asr_by_strength": bad["asr_by_strength"],
-               "clean_model": {"asr": clean["asr"], "miss_rate": clean["miss_rate"]},
-               "weights": asdict(weights),
-               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+               "asr": bad["asr"], "conditional_asr": bad["conditional_asr"], "miss_rate": bad["miss_rate"],
+               "threshold": bad["threshold"], "asr_by_strength": bad["asr_by_strength"],
+               "clean_model": _trigger_part(clean), "weights": asdict(weights),
                "seconds": time.perf_counter() - start}
-    return clean_model, backdoored, split, trigger, metrics
+    return RunResult(spec, split, clean_model, backdoored, trigger, poisoned, metrics)
+
+
+def _trigger_part(m: dict) -> dict:
+    return {"asr": m["asr"], "conditional_asr": m["conditional_asr"], "miss_rate": m["miss_rate"],
+            "asr_by_strength": m["asr_by_strength"]}

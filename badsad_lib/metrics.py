@@ -1,6 +1,14 @@
-"""The metrics of DESIGN 2.3, defined once and used everywhere.
+"""The course's metrics, defined once and used everywhere.
 
 Scores are anomaly scores ``||phi(x) - c||^2``: higher means more anomalous.
+
+- clean AUC: ROC AUC on the clean test split (normal 0, anomaly 1);
+- tau_q: the q-th percentile of held-out clean normal scores (a false-alarm rate of 1 - q/100);
+- ASR at tau: the share of triggered test anomalies scored <= tau, always read beside the miss rate
+  (the same share without the trigger) and the conditional ASR (among the anomalies tau catches
+  without the trigger, the share the trigger lets through);
+- DER: BackdoorBench's defense effectiveness rate (Wu et al., NeurIPS 2022 Datasets and Benchmarks)
+  with AUC in place of accuracy.
 """
 from __future__ import annotations
 
@@ -32,8 +40,9 @@ def auc(scores, labels) -> float:
 
 def threshold(normal_scores, q: float = 95) -> float:
     """tau: the q-th percentile of held-out clean normal scores (false-alarm rate 1 - q/100)."""
-    if not 0 < q < 100:
-        raise ValueError(f"percentile q={q} must lie strictly between 0 and 100 (e.g. 90, 95, 99)")
+    from .validation import check_percentile
+
+    q = check_percentile(q)
     return float(np.percentile(_as_1d(normal_scores, "normal_scores"), q))
 
 
@@ -50,6 +59,20 @@ def attack_success_rate(triggered_anomaly_scores, tau: float) -> float:
 def miss_rate(anomaly_scores, tau: float) -> float:
     """The detector's own miss rate: fraction of untriggered anomalies with score <= tau."""
     return pass_rate(anomaly_scores, tau)
+
+
+def conditional_success_rate(anomaly_scores, triggered_anomaly_scores, tau: float) -> float | None:
+    """Among anomalies caught at tau without the trigger (score > tau), the share that passes with it.
+
+    Both arrays (N,) score the same anomalies, untriggered and triggered. None if tau catches none.
+    """
+    plain = _as_1d(anomaly_scores, "anomaly_scores")
+    trig = _as_1d(triggered_anomaly_scores, "triggered_anomaly_scores")
+    if plain.shape != trig.shape:
+        raise ValueError(f"{plain.size} untriggered scores but {trig.size} triggered ones: they must score the "
+                         "same anomalies")
+    caught = plain > tau
+    return float(np.mean(trig[caught] <= tau)) if caught.any() else None
 
 
 def asr_curve(normal_scores, triggered_anomaly_scores, n_points: int = 101):

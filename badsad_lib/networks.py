@@ -1,6 +1,7 @@
-"""DeepSAD's LeNet-type networks (DESIGN 2.1): no bias terms, BatchNorm without affine
-parameters (eps 1e-4), leaky ReLU, max-pooling, and a final linear layer with no activation.
-These rules keep the network from mapping everything onto the center (the trivial solution).
+"""DeepSAD's LeNet-type networks, as in the reference code (github.com/lukasruff/Deep-SAD-PyTorch,
+``src/networks``): no bias terms, BatchNorm without affine parameters (eps 1e-4), leaky ReLU,
+max-pooling, and a final linear layer with no activation. These rules keep the network from
+mapping everything onto the center (the trivial solution; lesson 01 shows it).
 
 Encoders map (N, C, H, W) images to (N, rep_dim) codes; decoders mirror them with transposed
 convolutions and nearest-neighbour upsampling, ending in a sigmoid (images in [0, 1]).
@@ -25,13 +26,15 @@ class Architecture:
     rep_dim: int
     decoder: tuple[tuple[int, int, int], ...]  # (out_channels, kernel, padding) per transposed conv
     upsample_first: bool             # MNIST-type decoders upsample before their first deconv
+    decoder_hidden: tuple[int, ...] = ()  # linear layers (each with BN1d) from the code before the 4x4 reshape
 
 
 ARCHITECTURES = {
     # A small one of the same family for scikit-learn's 8x8 digits.
     "digits": Architecture(1, 8, (8, 8), 3, (), 16, ((8, 3, 1), (1, 3, 1)), False),
     "mnist": Architecture(1, 28, (8, 4), 5, (), 32, ((4, 5, 2), (8, 5, 3), (1, 5, 2)), True),
-    "fmnist": Architecture(1, 28, (16, 32), 5, (128,), 64, ((32, 5, 2), (16, 5, 3), (1, 5, 2)), True),
+    # The reference Fashion-MNIST decoder first maps the code through a 64 -> 128 linear layer with BN1d.
+    "fmnist": Architecture(1, 28, (16, 32), 5, (128,), 64, ((32, 5, 2), (16, 5, 3), (1, 5, 2)), True, (128,)),
     "cifar10": Architecture(3, 32, (32, 64, 128), 5, (), 128, ((128, 5, 2), (64, 5, 2), (32, 5, 2), (3, 5, 2)), False),
 }
 
@@ -70,8 +73,13 @@ def build_encoder(dataset: str, bias: bool = False) -> nn.Sequential:
 def build_decoder(dataset: str, bias: bool = False) -> nn.Sequential:
     """The mirrored decoder: (N, rep_dim) -> (N, C, H, W) in [0, 1]."""
     a = architecture(dataset)
-    channels = a.rep_dim // 16
-    layers: list[nn.Module] = [nn.Unflatten(1, (channels, 4, 4)), nn.LeakyReLU()]
+    layers: list[nn.Module] = []
+    features = a.rep_dim
+    for width in a.decoder_hidden:
+        layers += [nn.Linear(features, width, bias=bias), nn.BatchNorm1d(width, eps=1e-4, affine=bias)]
+        features = width
+    channels = features // 16
+    layers += [nn.Unflatten(1, (channels, 4, 4)), nn.LeakyReLU()]
     for i, (out, kernel, padding) in enumerate(a.decoder):
         if i > 0 or a.upsample_first:
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))

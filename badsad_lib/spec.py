@@ -1,0 +1,140 @@
+"""One run specification: everything that decides what a run trains and measures.
+
+The command line, the experiment grid, the lessons' model cache and the experiment runner all
+describe a run with a ``RunSpec``. Its canonical form (every field, resolved defaults included,
+floats at full precision) is hashed into the file names of cached models and grid cells, so two
+different runs can never share a file and no run can reuse a model trained with other settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+
+from .data import dataset_name
+from .settings import TrainingSettings, settings_for
+from .validation import check_fraction, check_int, check_seed
+
+DETECTOR_NAMES = ("deepsad", "deepsvdd")
+CLEAN = "clean"  # the method of a run that trains only the clean detector (e.g. DeepSAD's Table 1)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run: a one-class split, a detector trained on it with ``settings``, optionally attacked and defended.
+
+    ``method``: "clean" or one of ``attack.METHODS``. ``strength`` None means the trigger's usual
+    strength; ``known_anomaly_class`` None means the class after the normal one (when labeled_ratio > 0).
+    """
+    dataset: str
+    normal_class: int
+    seed: int = 0
+    method: str = "badsad"
+    detector: str = "deepsad"
+    trigger: str = "corners"
+    strength: float | None = None
+    poison_ratio: float = 0.1
+    labeled_ratio: float = 0.01
+    known_anomaly_class: int | None = None
+    pollution_ratio: float = 0.0
+    settings: TrainingSettings | None = None
+    defenses: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        from .attack import METHODS, TRAINS_WITHOUT_TRIGGER
+        from .defenses import DEFENSES
+        from .triggers import DEFAULT_STRENGTH, TRIGGERS, check_strength
+
+        put = object.__setattr__
+        put(self, "dataset", dataset_name(self.dataset))
+        put(self, "normal_class", check_int(self.normal_class, "normal class", 0, 9))
+        put(self, "seed", check_seed(self.seed))
+        if self.method not in (CLEAN, *METHODS):
+            raise ValueError(f"unknown method {self.method!r}: choose {CLEAN} or one of {', '.join(METHODS)}")
+        if self.detector not in DETECTOR_NAMES:
+            raise ValueError(f"unknown detector {self.detector!r}: choose one of {', '.join(DETECTOR_NAMES)}")
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"unknown trigger {self.trigger!r}: choose one of {', '.join(TRIGGERS)}")
+        put(self, "strength", check_strength(DEFAULT_STRENGTH[self.trigger] if self.strength is None else self.strength))
+        put(self, "poison_ratio", check_fraction(self.poison_ratio, "poison ratio"))
+        if self.method in (CLEAN, *TRAINS_WITHOUT_TRIGGER):
+            put(self, "poison_ratio", 0.0)  # nothing is poisoned: one spelling per run
+        put(self, "labeled_ratio", check_fraction(self.labeled_ratio, "labeled ratio", allow_one=False))
+        put(self, "pollution_ratio", check_fraction(self.pollution_ratio, "pollution ratio", allow_one=False))
+        if self.labeled_ratio + self.pollution_ratio >= 1:
+            raise ValueError(f"labeled ratio + pollution ratio = {self.labeled_ratio + self.pollution_ratio:g} "
+                             f"must be below 1")
+        known = self.known_anomaly_class
+        if self.labeled_ratio == 0:
+            known = None
+        elif known is None:
+            known = (self.normal_class + 1) % 10
+        else:
+            known = check_int(known, "known anomaly class", 0, 9)
+            if known == self.normal_class:
+                raise ValueError(f"the known anomaly class {known} must differ from the normal class")
+        put(self, "known_anomaly_class", known)
+        settings = settings_for(self.dataset, quick=True) if self.settings is None else self.settings
+        if not isinstance(settings, TrainingSettings):
+            raise ValueError(f"settings must be a TrainingSettings, got {type(settings).__name__}")
+        put(self, "settings", settings)
+        if isinstance(self.defenses, str):
+            raise ValueError(f"defenses must be a list of names, got the string {self.defenses!r}")
+        defenses = tuple(dict.fromkeys(self.defenses))
+        unknown = [d for d in defenses if d not in DEFENSES]
+        if unknown:
+            raise ValueError(f"unknown defense(s) {', '.join(map(repr, unknown))}: choose from {', '.join(DEFENSES)}")
+        if defenses and self.method == CLEAN:
+            raise ValueError("defenses need an attacked model: choose an attack method, not 'clean'")
+        put(self, "defenses", defenses)
+
+    # ------------------------------------------------------------------ derived specs
+    @property
+    def attacked(self) -> bool:
+        return self.method != CLEAN
+
+    def clean(self) -> "RunSpec":
+        """The clean run this one compares against: same split, detector and settings, nothing attacked."""
+        return replace(self, method=CLEAN, defenses=())
+
+    def replace(self, **changes) -> "RunSpec":
+        return replace(self, **changes)
+
+    # ------------------------------------------------------------------ identity
+    def canonical(self) -> dict:
+        """Every field, resolved; JSON-ready. Two runs are the same run exactly when these are equal."""
+        return {"dataset": self.dataset, "normal_class": self.normal_class, "seed": self.seed,
+                "method": self.method, "detector": self.detector, "trigger": self.trigger,
+                "strength": self.strength, "poison_ratio": self.poison_ratio, "labeled_ratio": self.labeled_ratio,
+                "known_anomaly_class": self.known_anomaly_class, "pollution_ratio": self.pollution_ratio,
+                "settings": self.settings.to_dict(), "defenses": list(self.defenses)}
+
+    @property
+    def digest(self) -> str:
+        """12 hex digits of the SHA-256 of the canonical form (floats at full precision)."""
+        text = json.dumps(self.canonical(), sort_keys=True, allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identity: readable prefix + digest of the whole specification."""
+        return f"{self.dataset}_class{self.normal_class}_seed{self.seed}_{self.method}_{self.digest}"
+
+    @property
+    def model_key(self) -> str:
+        """Identity of the trained model (the defenses run on it do not change it)."""
+        return replace(self, defenses=()).key
+
+    @classmethod
+    def from_canonical(cls, d: dict) -> "RunSpec":
+        d = dict(d)
+        d["settings"] = TrainingSettings.from_dict(d["settings"])
+        d["defenses"] = tuple(d.get("defenses", ()))
+        return cls(**d)
+
+    def describe(self) -> str:
+        """One line for logs and figure titles."""
+        what = "clean" if self.method == CLEAN else f"{self.method}, {self.trigger} mu={self.strength:g}, " \
+                                                    f"rho={self.poison_ratio:g}"
+        return (f"{self.detector} on {self.dataset} class {self.normal_class} (seed {self.seed}, "
+                f"{self.settings.name} settings, labeled {self.labeled_ratio:g}): {what}")

@@ -1,0 +1,482 @@
+"""Results tables, in one place: grid results -> CSV rows -> summaries and markdown, the tables
+shipped in ``badsad_lib/results`` with the command that regenerates each, and the README's tables.
+
+Every shipped table is made by one command, ``badsad tables NAME``, which runs (or resumes) the
+cells of NAME's grid and records in ``results/MANIFEST.json`` the command, the commit, the machine
+and the seconds. The README's tables are rendered from the shipped CSVs between
+``<!-- begin table NAME -->`` and ``<!-- end table NAME -->`` (``badsad tables --readme``), and a
+test fails when the README and the CSVs disagree.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .io import write_json, write_text
+from .spec import CLEAN, RunSpec
+
+RESULTS = Path(__file__).parent / "results"
+MANIFEST = RESULTS / "MANIFEST.json"
+STRENGTH_COLUMNS = ("asr_mu0", "asr_mu0.25", "asr_mu0.5", "asr_mu0.75", "asr_mu1")
+ATTACK_COLUMNS = ("dataset", "normal_class", "seed", "detector", "method", "tier", "trigger", "strength",
+                  "poison_ratio", "labeled_ratio", "settings", "auc_clean_model", "auc_backdoored", "asr_90", "asr_95",
+                  "asr_99", "conditional_asr_95", "miss_rate_95", "clean_model_asr_95", "trigger_exposure",
+                  *STRENGTH_COLUMNS, "seconds", "key")
+CLEAN_COLUMNS = ("dataset", "normal_class", "seed", "detector", "labeled_ratio", "known_anomaly_class", "settings",
+                 "epochs", "ae_epochs", "lr", "auc", "miss_rate_95", "seconds", "key")
+DEFENSE_COLUMNS = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after")
+DEFENSE_DETAILS = ("mask_share", "held_out_pass_rate", "flagged", "detection_auroc", "flagged_share")
+SUMMARY_COLUMNS = ("auc_clean_model", "auc_backdoored", "asr_95", "conditional_asr_95", "miss_rate_95",
+                   "clean_model_asr_95")
+
+
+# ------------------------------------------------------------------ cell results -> rows
+def attack_row(r: dict) -> dict:
+    """One CSV row of an attacked cell's metrics."""
+    by_mu = r.get("asr_by_strength", {})
+    return {"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"], "detector": r["detector"],
+            "method": r["method"], "tier": r["tier"], "trigger": r["trigger"], "strength": r["strength"],
+            "poison_ratio": r["poison_ratio"], "labeled_ratio": r["labeled_ratio"], "settings": r["settings_name"],
+            "auc_clean_model": r["auc_clean_model"], "auc_backdoored": r["auc_backdoored"],
+            **{f"asr_{q}": r["asr"][q] for q in ("90", "95", "99")},
+            "conditional_asr_95": r["conditional_asr"]["95"], "miss_rate_95": r["miss_rate"]["95"],
+            "clean_model_asr_95": r["clean_model"]["asr"]["95"], "trigger_exposure": r["trigger_exposure"],
+            **{col: by_mu.get(col[len("asr_mu"):]) for col in STRENGTH_COLUMNS},
+            "seconds": r["seconds"], "key": r["key"]}
+
+
+def clean_row(r: dict) -> dict:
+    """One CSV row of a clean cell's metrics."""
+    s = r["spec"]["settings"]
+    return {"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"], "detector": r["detector"],
+            "labeled_ratio": r["labeled_ratio"], "known_anomaly_class": r["known_anomaly_class"],
+            "settings": r["settings_name"], "epochs": s["epochs"], "ae_epochs": s["ae_epochs"], "lr": s["lr"],
+            "auc": r["auc"], "miss_rate_95": r["miss_rate"]["95"], "seconds": r["seconds"], "key": r["key"]}
+
+
+def defense_rows(results: list[dict]) -> list[dict]:
+    """One row per (cell, defense)."""
+    rows = []
+    for r in results:
+        for d in r.get("defenses", []):
+            details = d.get("details", {})
+            rows.append({"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"],
+                         "method": r["method"], "trigger": r["trigger"], "defense": d["defense"],
+                         **{c: d[c] for c in DEFENSE_COLUMNS}, **{c: details.get(c) for c in DEFENSE_DETAILS},
+                         "seconds": d["seconds"], "key": r["key"]})
+    return rows
+
+
+def rows_of(results: list[dict]) -> list[dict]:
+    return [clean_row(r) if r["method"] == CLEAN else attack_row(r) for r in results]
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ summaries
+def _floats(values) -> np.ndarray:
+    return np.array([float(v) for v in values if v not in ("", None)], dtype=float)
+
+
+def mean_by(rows, by="method", columns=("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")):
+    """Mean of ``columns`` per value of ``by`` (a column, or a tuple of columns) over rows of a results
+    table: {value: {column: mean, "cells": n}}. Empty entries are skipped; a column with none is None."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r[by] if isinstance(by, str) else tuple(r[b] for b in by), []).append(r)
+
+    def mean(group, c):
+        values = _floats(r.get(c) for r in group)
+        return float(values.mean()) if values.size else None
+    return {k: {c: mean(g, c) for c in columns} | {"cells": len(g)} for k, g in groups.items()}
+
+
+def std_by(rows, by="method", columns=SUMMARY_COLUMNS) -> dict:
+    """Like ``mean_by``, with the standard deviation over the group's cells."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r[by] if isinstance(by, str) else tuple(r[b] for b in by), []).append(r)
+
+    def std(group, c):
+        values = _floats(r.get(c) for r in group)
+        return float(values.std()) if values.size else None
+    return {k: {c: std(g, c) for c in columns} for k, g in groups.items()}
+
+
+def format_table(means: dict, order=None) -> str:
+    """A plain-text table of ``mean_by``'s result (n/a where a mean is None)."""
+    order = [k for k in (order or means) if k in means]
+    columns = [c for c in next(iter(means.values())) if c != "cells"]
+    labels = {k: k if isinstance(k, str) else " / ".join(map(str, k)) for k in order}
+    width = max(14, *(len(v) + 2 for v in labels.values()))
+    cell = max(11, *(len(c) + 2 for c in columns))
+
+    def f(v):
+        return f"{'n/a':>{cell}s}" if v is None else f"{v:{cell}.3f}"
+    lines = [" " * width + "".join(f"{c:>{cell}s}" for c in columns) + f"{'cells':>7s}"]
+    lines += [f"{labels[k]:{width}s}" + "".join(f(means[k][c]) for c in columns) + f"{means[k]['cells']:7d}"
+              for k in order]
+    return "\n".join(lines)
+
+
+def format_defenses(results: dict) -> str:
+    """A plain-text table of defense results: {attack: [DefenseResult dicts]}."""
+    def f(v):
+        return "    n/a" if v is None else f"{v:7.3f}"
+    lines = [f"{'attack':8s}{'defense':19s}{'AUC before':>11s}{'after':>8s}{'ASR before':>11s}{'after':>8s}"
+             f"{'DER':>8s}{'TPR':>8s}{'FPR':>8s}{'FA after':>9s}"]
+    for attack, rows in results.items():
+        for r in rows:
+            lines.append(f"{attack:8s}{r['defense']:19s}{r['auc_before']:11.3f}{f(r['auc_after'])}"
+                         f"{r['asr_before']:11.3f}{f(r['asr_after'])}{f(r['der'])}{f(r['tpr'])}{f(r['fpr'])}"
+                         f"{f(r['false_alarm_after'])} ")
+    return "\n".join(lines)
+
+
+def _pm(mean, std, digits: int = 3) -> str:
+    return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """Mean ± std over cells per (dataset, method, trigger, strength, poison ratio) of attack rows."""
+    by = ("dataset", "method", "trigger", "strength", "poison_ratio")
+    means, stds = mean_by(rows, by, SUMMARY_COLUMNS), std_by(rows, by, SUMMARY_COLUMNS)
+    lines = ["| dataset | method | trigger | mu | rho | cells | clean-model AUC | backdoored AUC | ASR@95 | "
+             "conditional ASR@95 | miss rate@95 | ASR@95 on clean model |", "|---" * 12 + "|"]
+    for key, m in means.items():
+        cells = " | ".join(_pm(m[c], stds[key][c]) for c in SUMMARY_COLUMNS)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {float(key[3]):g} | {float(key[4]):g} | {m['cells']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def clean_markdown(rows: list[dict]) -> str:
+    by = ("dataset", "settings", "labeled_ratio")
+    means, stds = mean_by(rows, by, ("auc",)), std_by(rows, by, ("auc",))
+    lines = ["| dataset | settings | labeled ratio | cells | AUC |", "|---|---|---|---|---|"]
+    for key, m in means.items():
+        lines.append(f"| {key[0]} | {key[1]} | {float(key[2]):g} | {m['cells']} | {_pm(m['auc'], stds[key]['auc'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def defense_markdown(rows: list[dict]) -> str:
+    by = ("dataset", "method", "trigger", "defense")
+    means, stds = mean_by(rows, by, DEFENSE_COLUMNS), std_by(rows, by, DEFENSE_COLUMNS)
+    lines = ["| dataset | attack | trigger | defense | cells | " + " | ".join(DEFENSE_COLUMNS) + " |",
+             "|---" * (5 + len(DEFENSE_COLUMNS)) + "|"]
+    for key, m in means.items():
+        lines.append(f"| {' | '.join(map(str, key))} | {m['cells']} | "
+                     + " | ".join(_pm(m[c], stds[key][c]) for c in DEFENSE_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: list[dict], out) -> str:
+    """results.csv (one row per cell), defenses.csv (one per cell and defense) and summary.md; returns the markdown."""
+    out = Path(out)
+    attacked = [attack_row(r) for r in results if r["method"] != CLEAN]
+    clean = [clean_row(r) for r in results if r["method"] == CLEAN]
+    write_text(out / "results.csv", csv_text(rows_of(results)))
+    parts = []
+    if clean:
+        parts.append(clean_markdown(clean))
+    if attacked:
+        parts.append(summary_markdown(attacked))
+    defended = defense_rows(results)
+    if defended:
+        write_text(out / "defenses.csv", csv_text(defended))
+        parts.append(defense_markdown(defended))
+    markdown = "\n".join(parts)
+    write_text(out / "summary.md", markdown)
+    return markdown
+
+
+# ------------------------------------------------------------------ the shipped tables
+def _mnist(method, classes=range(10), seeds=(0,), **kw):
+    from .grid import make_specs
+    return make_specs(["mnist"], list(classes), list(seeds), [method], **kw)
+
+
+def _specs(*groups) -> list[RunSpec]:
+    return [s for g in groups for s in g]
+
+
+@dataclass(frozen=True)
+class ShippedTable:
+    name: str
+    description: str
+    specs: Callable[[], list[RunSpec]]
+    kind: str = "attack"  # "attack", "clean" or "defense": which rows the CSV holds
+
+
+ABLATION = ("naive", "alignment", "concentration", "badsad")
+ALL_DEFENSES = None  # resolved lazily: every defense
+
+
+def _all_defenses() -> tuple[str, ...]:
+    from .defenses import DEFENSES
+    return DEFENSES
+
+
+def _ablation(dataset):
+    from .grid import make_specs
+    return lambda: make_specs([dataset], range(10), [0], ABLATION)
+
+
+def _table1():
+    from .grid import make_specs
+    from .settings import PAPER
+    return make_specs(["mnist", "fmnist"], range(10), [0], [CLEAN], labeled_ratio=0.05, settings=PAPER)
+
+
+def _tradeoff(dataset, strengths, ratios):
+    from .grid import make_specs
+    return lambda: make_specs([dataset], [0], [0], ["badsad"], strengths=strengths, poison_ratios=ratios)
+
+
+def _defense_grid():
+    d = _all_defenses()
+    return _specs(_mnist("naive", range(3), range(3), defenses=d), _mnist("badsad", range(3), range(3), defenses=d),
+                  _mnist("badsad", range(3), range(3), triggers=("blend",), defenses=d))
+
+
+TABLES = {t.name: t for t in [
+    ShippedTable("digits_ablation", "digits, all ten normal classes, seed 0: the four ablation methods",
+                 _ablation("digits")),
+    ShippedTable("digits_tradeoff", "digits, normal class 0: BadSAD at strengths x poison ratios",
+                 _tradeoff("digits", (0.25, 0.5, 0.75, 1.0), (0.01, 0.05, 0.1, 0.2))),
+    ShippedTable("mnist_ablation", "MNIST, all ten normal classes, seed 0: the four ablation methods",
+                 _ablation("mnist")),
+    ShippedTable("mnist_controls", "MNIST, all ten normal classes, seed 0: BadSAD at rho 0.1 and 0, and the "
+                 "outlier-exposure, data-only and label-preserving controls",
+                 lambda: _specs(_mnist("badsad", poison_ratios=(0.1, 0.0)),
+                                *(_mnist(m) for m in ("outlier_exposure", "data_only", "label_preserving")))),
+    ShippedTable("mnist_poison_curve", "MNIST, all ten normal classes, seed 0: BadSAD at rho 0, 0.01, 0.05, 0.1 "
+                 "(test-time strength curve in the asr_mu* columns)",
+                 lambda: _mnist("badsad", poison_ratios=(0.0, 0.01, 0.05, 0.1))),
+    ShippedTable("mnist_seeds", "MNIST, all ten normal classes, seeds 0-2: the headline rows (naive, BadSAD)",
+                 lambda: _specs(_mnist("naive", seeds=range(3)), _mnist("badsad", seeds=range(3)))),
+    ShippedTable("mnist_tradeoff", "MNIST, normal class 0: BadSAD at strengths x poison ratios",
+                 _tradeoff("mnist", (0.25, 0.5, 1.0), (0.01, 0.05, 0.1))),
+    ShippedTable("mnist_defenses", "MNIST, normal classes 0-2 x seeds 0-2: every defense against naive "
+                 "poisoning, BadSAD with the corners trigger and BadSAD with the (off-corner) blend trigger",
+                 _defense_grid, kind="defense"),
+    ShippedTable("deepsad_table1", "DeepSAD alone at the paper's settings, 5% labeled anomalies, MNIST and "
+                 "Fashion-MNIST, all ten normal classes, seed 0 (the paper's Table 1 setting)", _table1, kind="clean"),
+    ShippedTable("fmnist_ablation", "Fashion-MNIST, all ten normal classes, seed 0: the four ablation methods",
+                 _ablation("fmnist")),
+    ShippedTable("cifar10_ablation", "CIFAR-10 subset, all ten normal classes, seed 0: the four ablation methods",
+                 _ablation("cifar10")),
+]}
+
+
+def results_table(name: str) -> list[dict]:
+    """Rows of a table shipped with the library (``badsad_lib/results/<name>.csv``)."""
+    path = RESULTS / f"{name}.csv"
+    if not path.exists():
+        available = sorted(p.stem for p in RESULTS.glob("*.csv"))
+        raise ValueError(f"no precomputed results {name!r}; available: {', '.join(available) or 'none'}")
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def manifest() -> dict:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+
+
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> str:
+    import torch
+
+    from .device import get_device
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, device {get_device()}")
+
+
+def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: str | None = None) -> Path:
+    """Run (or resume) table ``name``'s grid under ``work`` and write ``results/<name>.csv`` and its manifest entry."""
+    from .grid import run_grid
+
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}: choose from {', '.join(TABLES)}")
+    table = TABLES[name]
+    specs = table.specs()
+    start = time.perf_counter()
+    results = run_grid(specs, work, jobs=jobs, progress=progress)
+    wall = time.perf_counter() - start
+    rows = defense_rows(results) if table.kind == "defense" else rows_of(results)
+    path = write_text(RESULTS / f"{name}.csv", csv_text(rows))
+    entries = manifest()
+    entries[name] = {"description": table.description,
+                     "command": command or f"badsad tables {name} --jobs {jobs} --work {work}",
+                     "commit": _git("rev-parse", "HEAD") or "unknown",
+                     "uncommitted_changes": bool(_git("status", "--porcelain", "--", ".")),
+                     "machine": machine(), "threads_per_cell": 1, "jobs": jobs, "cells": len(results),
+                     "wall_seconds": round(wall, 1), "cell_seconds": round(sum(r["seconds"] for r in results), 1),
+                     "made": time.strftime("%Y-%m-%d")}
+    write_json(MANIFEST, dict(sorted(entries.items())))
+    return path
+
+
+# ------------------------------------------------------------------ the README's tables
+PAPER_TABLE1 = {"mnist": 96.7, "fmnist": 90.5}  # DeepSAD mean AUC (%), gamma_l = .05, as Table 1 is usually quoted
+
+
+def _f(v, digits=3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def readme_table1() -> str:
+    rows = results_table("deepsad_table1")
+    lines = ["| dataset | classes | mean AUC ± std | lowest class | highest class | paper (Table 1) |",
+             "|---|---|---|---|---|---|"]
+    for dataset, label in (("mnist", "MNIST"), ("fmnist", "Fashion-MNIST")):
+        aucs = _floats(r["auc"] for r in rows if r["dataset"] == dataset)
+        if aucs.size:
+            lines.append(f"| {label} | {aucs.size} | {100 * aucs.mean():.1f} ± {100 * aucs.std():.1f} | "
+                         f"{100 * aucs.min():.1f} | {100 * aucs.max():.1f} | {PAPER_TABLE1[dataset]:.1f} ± 1 |")
+    return "\n".join(lines)
+
+
+def _attack_lines(rows, label_of, order) -> list[str]:
+    cols = ("auc_clean_model", "auc_backdoored", "asr_95", "conditional_asr_95", "miss_rate_95", "trigger_exposure")
+    means, stds = mean_by(rows, ("method", "poison_ratio"), cols), std_by(rows, ("method", "poison_ratio"), cols)
+    lines = []
+    for key in order:
+        if key in means:
+            m, s = means[key], stds[key]
+            lines.append(f"| {label_of(key)} | {m['cells']} | {_pm(m['auc_clean_model'], s['auc_clean_model'])} | "
+                         f"{_pm(m['auc_backdoored'], s['auc_backdoored'])} | **{_pm(m['asr_95'], s['asr_95'])}** | "
+                         f"{_pm(m['conditional_asr_95'], s['conditional_asr_95'])} | "
+                         f"{_pm(m['miss_rate_95'], s['miss_rate_95'])} | {_f(m['trigger_exposure'], 2)} |")
+    return lines
+
+
+ATTACK_HEADER = ["| method (attacker tier) | cells | clean-model AUC | backdoored AUC | ASR@95 | conditional ASR@95 | "
+                 "miss rate@95 | trigger exposure |", "|---|---|---|---|---|---|---|---|"]
+
+
+def readme_ablation(name: str) -> str:
+    from .attack import TIERS
+
+    rows = results_table(name)
+    order = sorted({(r["method"], r["poison_ratio"]) for r in rows},
+                   key=lambda k: (list(TIERS).index(k[0]), -float(k[1])))
+
+    def label(key):
+        method, rho = key
+        return f"{method}{'' if method in ('outlier_exposure',) else f', rho {float(rho):g}'} ({TIERS[method]})"
+    return "\n".join(ATTACK_HEADER + _attack_lines(rows, label, order))
+
+
+def readme_seeds() -> str:
+    rows = results_table("mnist_seeds")
+    cols = ("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")
+    lines = ["| method | seed | cells | clean-model AUC | backdoored AUC | ASR@95 | miss rate@95 |",
+             "|---|---|---|---|---|---|---|"]
+    means, stds = mean_by(rows, ("method", "seed"), cols), std_by(rows, ("method", "seed"), cols)
+    for key in sorted(means, key=lambda k: (k[0] != "naive", int(k[1]))):
+        m, s = means[key], stds[key]
+        lines.append(f"| {key[0]} | {key[1]} | {m['cells']} | " + " | ".join(_pm(m[c], s[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def readme_poison_curve() -> str:
+    rows = results_table("mnist_poison_curve")
+    cols = ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", *STRENGTH_COLUMNS)
+    means = mean_by(rows, "poison_ratio", cols)
+    lines = ["| rho | cells | ASR@95 | conditional ASR@95 | miss rate@95 | backdoored AUC | "
+             + " | ".join(f"ASR at test mu = {c[len('asr_mu'):]}" for c in STRENGTH_COLUMNS) + " |",
+             "|---" * (6 + len(STRENGTH_COLUMNS)) + "|"]
+    for rho in sorted(means, key=float):
+        m = means[rho]
+        lines.append(f"| {float(rho):g} | {m['cells']} | " + " | ".join(_f(m[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+DEFENSE_LABELS = {"spectral": "spectral signatures (ratio estimated)", "clustering": "activation clustering",
+                  "strip": "STRIP, total false alarms matched to 5%", "fine_tuning": "fine-tuning",
+                  "bn_recalibration": "BatchNorm recalibration only", "fine_pruning": "fine-pruning (50%)",
+                  "preprocess": "erase corners", "reverse_trigger": "reverse trigger (attack-family surrogates)",
+                  "reverse_trigger_distinct": "reverse trigger (distinct surrogates)"}
+
+
+def readme_defenses() -> str:
+    rows = results_table("mnist_defenses")
+    cols = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after",
+            "mask_share", "flagged")
+    means = mean_by(rows, ("method", "trigger", "defense"), cols)
+    lines = ["| attack | trigger | defense | AUC before → after | ASR@95 before → after | DER | detection TPR / FPR | "
+             "false alarms after | flagged |", "|---|---|---|---|---|---|---|---|---|"]
+    for (method, trigger, defense), m in means.items():
+        after = "" if m["auc_after"] is None else f" → {_f(m['auc_after'])}"
+        asr_after = "" if m["asr_after"] is None else f" → {_f(m['asr_after'])}"
+        detect = "-" if m["tpr"] is None else f"{_f(m['tpr'], 2)} / {_f(m['fpr'], 2)}"
+        flagged = "-" if m["flagged"] is None else f"{round(m['flagged'] * m['cells'])} of {m['cells']}"
+        lines.append(f"| {method} | {trigger} | {DEFENSE_LABELS.get(defense, defense)} | {_f(m['auc_before'])}{after} "
+                     f"| {_f(m['asr_before'])}{asr_after} | {_f(m['der'], 2)} | {detect} | "
+                     f"{_f(m['false_alarm_after'])} | {flagged} |")
+    return "\n".join(lines)
+
+
+README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: readme_ablation("mnist_ablation"),
+                 "mnist_controls": lambda: readme_ablation("mnist_controls"),
+                 "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
+                 "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
+                 "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
+                 "mnist_defenses": readme_defenses}
+_BLOCK = re.compile(r"(<!-- begin table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end table (?P=name) -->)", re.S)
+
+
+def render_readme(text: str) -> str:
+    """``text`` with every table block re-rendered from the shipped CSVs."""
+    def render(m):
+        name = m.group("name")
+        if name not in README_TABLES:
+            raise ValueError(f"README names an unknown table block {name!r}; known: {', '.join(README_TABLES)}")
+        return m.group(1) + README_TABLES[name]() + "\n" + m.group(4)
+    return _BLOCK.sub(render, text)
+
+
+def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = True) -> list[str]:
+    """The ``badsad tables`` command: make tables ``names`` (in order), then re-render the README."""
+    done = []
+    for name in names:
+        command = "badsad tables " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tables"] else None
+        make_table(name, Path(work) / name.split("_")[0], jobs=jobs, progress=progress, command=command)
+        done.append(name)
+    if readme is not None:
+        write_text(readme, render_readme(readme.read_text()))
+    return done
