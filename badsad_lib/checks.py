@@ -1,5 +1,14 @@
-"""``check_*`` helpers for the lessons' exercises: run the learner's function on small cases and
-say specifically what is wrong (an AssertionError naming the case), or print what passed.
+"""``check_*`` helpers for the lessons' exercises.
+
+A check runs the learner's function on small cases and prints what it found. It never raises, so
+"Run all" goes from top to bottom with every exercise undone (in JupyterLab and in Colab alike):
+
+- solved: prints "Correct: ..." and returns the learner's function, which the lesson then uses;
+- not started (the stub's NotImplementedError): says so and returns the library's version;
+- wrong: prints specific feedback (which case, what to change, never the reference answer) and
+  returns the library's version, so the lesson goes on.
+
+``verify_*`` hold the cases and raise AssertionError with the feedback; the tests call them directly.
 """
 from __future__ import annotations
 
@@ -7,79 +16,123 @@ import numpy as np
 import torch
 
 
+def _grade(exercise: str, fn, verify, fallback):
+    """Run ``verify(fn)``; return ``fn`` if it passes, else print why and return ``fallback``."""
+    try:
+        message = verify(fn)
+    except NotImplementedError:
+        print(f"Not done yet: {exercise}. Fill in the function above and run this cell again. "
+              f"Until then the lesson continues with the library's version.")
+        return fallback
+    except AssertionError as err:
+        print(f"Not quite ({exercise}): {err}\nThe lesson continues with the library's version; "
+              f"fix your function and run both cells again to use yours.")
+        return fallback
+    except Exception as err:  # the learner's code may fail in any way; the lesson must go on
+        print(f"Your function raised {type(err).__name__}: {err}\n({exercise}) The lesson continues with the "
+              f"library's version; fix your function and run both cells again to use yours.")
+        return fallback
+    print(f"Correct: {message} From here on the lesson uses your function.")
+    return fn
+
+
 def _close(got, want, what: str, atol: float = 1e-5) -> None:
-    got_t, want_t = torch.as_tensor(np.asarray(got, dtype=np.float64)), torch.as_tensor(np.asarray(want, dtype=np.float64))
+    got_t = torch.as_tensor(np.asarray(got, dtype=np.float64))
+    want_t = torch.as_tensor(np.asarray(want, dtype=np.float64))
     if got_t.shape != want_t.shape:
         raise AssertionError(f"{what}: expected shape {tuple(want_t.shape)}, got {tuple(got_t.shape)}")
     if not torch.allclose(got_t, want_t, atol=atol, rtol=1e-4):
-        raise AssertionError(f"{what}: expected {want_t.numpy().round(6)}, got {got_t.numpy().round(6)}")
-
-
-def _ok(message: str) -> None:
-    print(f"Correct: {message}")
+        raise AssertionError(f"{what}: the values are not right yet")
 
 
 def _value(x) -> float:
-    return float(x.item() if hasattr(x, "item") else x)
+    x = x.detach() if hasattr(x, "detach") else x
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.size != 1:
+        raise AssertionError(f"return one number (a scalar), not an array of shape {arr.shape}")
+    return float(arr.reshape(()))
 
 
 # ---------------------------------------------------------------- lesson 01
-def check_deepsad_loss(fn) -> None:
-    """fn(dist (n,), semi_targets (n,), eta) -> mean DeepSAD loss (DESIGN 2.1)."""
+def verify_deepsad_loss(fn) -> str:
+    """fn(dist (n,), semi_targets (n,), eta) -> mean DeepSAD loss."""
     from .deepsad import deepsad_loss
 
     dist = torch.tensor([0.5, 2.0, 0.25, 4.0])
-    cases = {"unlabeled only (y = 0)": torch.zeros(4, dtype=torch.long),
-             "a labeled normal (y = +1)": torch.tensor([0, 1, 0, 0]),
-             "a labeled anomaly (y = -1)": torch.tensor([0, 0, -1, 0])}
-    for name, y in cases.items():
-        got = _value(fn(dist, y, 1.0))
-        want = deepsad_loss(dist, y, 1.0).item()
-        if name.endswith("(y = -1)") and abs(got - want) > 1e-4:
-            raise AssertionError(f"{name}: expected {want:.4f}, got {got:.4f}. A labeled anomaly contributes "
-                                 "eta * (dist + 1e-6) ** -1, the inverse distance, so it is pushed AWAY from c.")
-        _close(got, want, name, atol=1e-4)
-    got, want = _value(fn(dist, cases["a labeled anomaly (y = -1)"], 3.0)), deepsad_loss(dist, cases["a labeled anomaly (y = -1)"], 3.0).item()
-    if abs(got - want) > 1e-3:
-        raise AssertionError(f"eta = 3: expected {want:.4f}, got {got:.4f}. eta multiplies only the labeled terms.")
-    _ok("unlabeled samples cost their distance, labeled ones eta * (dist + 1e-6) ** y, averaged over the batch.")
+    cases = {"unlabeled only (y = 0)": (torch.zeros(4, dtype=torch.long), 1.0),
+             "a labeled normal (y = +1)": (torch.tensor([0, 1, 0, 0]), 1.0),
+             "a labeled anomaly (y = -1)": (torch.tensor([0, 0, -1, 0]), 1.0),
+             "eta = 3 with a labeled normal (y = +1)": (torch.tensor([0, 1, 0, 0]), 3.0),
+             "eta = 3 with a labeled anomaly (y = -1)": (torch.tensor([0, 0, -1, 0]), 3.0)}
+    for name, (y, eta) in cases.items():
+        got, want = _value(fn(dist.clone(), y, eta)), deepsad_loss(dist, y, eta).item()
+        if abs(got - want) <= 1e-4 * max(1.0, abs(want)):
+            continue
+        if "y = 0" in name:
+            raise AssertionError(f"{name}: an unlabeled sample costs its squared distance; the loss is the mean "
+                                 "over the batch")
+        if name.startswith("eta"):
+            raise AssertionError(f"{name}: eta multiplies every labeled term (y = +1 and y = -1), and nothing else")
+        if "-1" in name:
+            raise AssertionError(f"{name}: a labeled anomaly contributes eta * (dist + 1e-6) ** -1, the inverse "
+                                 "distance, so it is pushed AWAY from c")
+        raise AssertionError(f"{name}: a labeled sample contributes eta * (dist + 1e-6) ** y")
+    return "unlabeled samples cost their distance, labeled ones eta * (dist + 1e-6) ** y, averaged over the batch."
 
 
-def check_center(fn) -> None:
+def check_deepsad_loss(fn):
+    from .deepsad import deepsad_loss
+    return _grade("exercise 1, the DeepSAD loss", fn, verify_deepsad_loss, deepsad_loss)
+
+
+def verify_center(fn) -> str:
     """fn(codes (n, d), eps) -> c (d,): the mean code, with |c_k| < eps pushed to +-eps keeping the sign."""
     from .deepsad import center_from
 
     codes = torch.tensor([[1.0, 0.02, -0.03, 0.0], [3.0, 0.04, -0.05, 0.0]])
-    got = torch.as_tensor(fn(codes, 0.1)).float()
+    got = torch.as_tensor(np.asarray(fn(codes.clone(), 0.1), dtype=np.float32)).float()
     want = center_from(codes, 0.1)
+    if got.shape != want.shape:
+        raise AssertionError(f"codes of shape (2, 4) should give one center coordinate per column, shape (4,); "
+                             f"you return shape {tuple(got.shape)} (average over dim 0, the images)")
     if torch.allclose(got, codes.mean(0)):
         raise AssertionError("you return the plain mean: coordinates with |c_k| < 0.1 must become +-0.1, "
                              "otherwise a network with zero weights sits almost on c")
-    if got.shape == want.shape and got[2] > 0:
-        raise AssertionError(f"c[2] should keep the sign of the mean (-0.04 -> -0.1), got {got[2]:.3f}")
-    if got.shape == want.shape and got[3] == 0:
+    if got[2] > 0:
+        raise AssertionError(f"c[2] should keep the sign of the mean (it is negative), got {got[2]:.3f}")
+    if got[3] == 0:
         raise AssertionError("a coordinate that is exactly 0 must become +0.1 (the reference code's choice)")
     _close(got, want, "center of a 2 x 4 batch of codes")
-    _ok("c is the mean code, with every |c_k| < eps moved to +-eps.")
+    return "c is the mean code, with every |c_k| < eps moved to +-eps."
 
 
-def check_threshold(fn) -> None:
-    """fn(val_scores (n,), q) -> tau, the q-th percentile of held-out normal scores."""
+def check_center(fn):
+    from .deepsad import center_from
+    return _grade("exercise 2, the center rule", fn, verify_center, center_from)
+
+
+def verify_threshold(fn) -> str:
+    """fn(val_scores (n,), q) -> tau, the q-th percentile of held-out normal scores (any standard convention)."""
     scores = np.arange(1, 101, dtype=float)
     for q in (50, 95, 99):
-        got = _value(fn(scores, q))
-        want = float(np.percentile(scores, q))
-        if abs(got - want) > 1e-6:
-            raise AssertionError(f"q = {q} on scores 1..100: expected tau = {want}, got {got}. "
-                                 "Use the q-th percentile of the validation normals' scores.")
+        got = _value(fn(scores.copy(), q))
+        low, high = np.percentile(scores, q, method="lower"), np.percentile(scores, q, method="higher")
+        if not low - 1e-9 <= got <= high + 1e-9:
+            raise AssertionError(f"q = {q} on the scores 1, 2, ..., 100: tau should lie between {low:g} and {high:g} "
+                                 f"(the q-th percentile), got {got:g}")
     false_alarm = np.mean(scores > _value(fn(scores, 95)))
     if abs(false_alarm - 0.05) > 0.011:
         raise AssertionError(f"at q = 95, {false_alarm:.1%} of normals lie above tau; it should be about 5%")
-    _ok("tau_q is the q-th percentile of clean normal scores: a false-alarm rate of 1 - q/100.")
+    return "tau_q is the q-th percentile of clean normal scores: a false-alarm rate of 1 - q/100."
+
+
+def check_threshold(fn):
+    from .metrics import threshold
+    return _grade("exercise 3, the percentile threshold", fn, verify_threshold, threshold)
 
 
 # ---------------------------------------------------------------- lesson 02
-def check_stamp(fn) -> None:
+def verify_stamp(fn) -> str:
     """fn(x (N, C, H, W), mask (1, H, W), mu) -> x * (1 - mask) + mu * mask."""
     from .triggers import make_trigger
 
@@ -96,36 +149,53 @@ def check_stamp(fn) -> None:
         if not torch.allclose(inside, torch.full_like(inside, mu)):
             raise AssertionError(f"mu = {mu}: pixels inside the mask should all equal mu = {mu}, "
                                  f"got values from {inside.min():.3f} to {inside.max():.3f}")
-    _ok("the four corner squares are set to mu and nothing else moves.")
+    return "the four corner squares are set to mu and nothing else moves."
 
 
-def check_poison_choice(fn) -> None:
+def check_stamp(fn):
+    return _grade("exercise 1, stamping the trigger", fn, verify_stamp, lambda x, mask, mu: x * (1 - mask) + mu * mask)
+
+
+def verify_poison_choice(fn) -> str:
     """fn(train_labels (N,), semi_targets (N,), normal_class, ratio, seed) -> indices to poison."""
     labels = torch.tensor([0] * 50 + [1] * 10 + [0] * 5)
     semi = torch.tensor([0] * 50 + [-1] * 10 + [1] * 5)
     got = np.asarray(fn(labels, semi, 0, 0.2, 0)).astype(int).ravel()
     if len(np.unique(got)) != len(got):
         raise AssertionError("an image is chosen twice: draw without replacement")
-    bad = [i for i in got if labels[i] != 0]
+    bad = [int(i) for i in got if labels[i] != 0]
     if bad:
         raise AssertionError(f"indices {bad[:5]} are anomalies: clean-label poisoning only touches NORMAL images")
-    labeled = [i for i in got if semi[i] != 0]
+    labeled = [int(i) for i in got if semi[i] != 0]
     if labeled:
         raise AssertionError(f"indices {labeled[:5]} are labeled normals: poison the unlabeled normal images only")
     if len(got) != 10:
         raise AssertionError(f"50 unlabeled normals at ratio 0.2 should give 10 poisoned images, got {len(got)}")
-    _ok("a fraction rho of the unlabeled normal images, each at most once, and no label touched.")
+    return "a fraction rho of the unlabeled normal images, each at most once, and no label touched."
 
 
-def check_asr(fn) -> None:
+def check_poison_choice(fn):
+    def library(train_labels, semi_targets, normal_class, ratio, seed=0):
+        normals = np.flatnonzero(((train_labels == normal_class) & (semi_targets == 0)).numpy())
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(normals, size=int(round(ratio * len(normals))), replace=False))
+    return _grade("exercise 2, choosing the images to poison", fn, verify_poison_choice, library)
+
+
+def verify_asr(fn) -> str:
     """fn(triggered_anomaly_scores (n,), tau) -> fraction with score <= tau."""
     scores = np.array([0.1, 0.2, 0.3, 0.4, 5.0])
     for tau, want in ((0.3, 0.6), (0.05, 0.0), (10.0, 1.0)):
-        got = _value(fn(scores, tau))
+        got = _value(fn(scores.copy(), tau))
         if abs(got - want) > 1e-9:
-            hint = " (a score equal to tau counts as normal: use <=)" if tau == 0.3 else ""
-            raise AssertionError(f"tau = {tau}: expected ASR {want}, got {got}{hint}")
-    _ok("ASR = share of triggered anomalies whose score is at or below tau.")
+            hint = " (a score equal to tau counts as normal)" if tau == 0.3 else ""
+            raise AssertionError(f"scores {scores.tolist()} at tau = {tau}: expected ASR {want}, got {got}{hint}")
+    return "ASR = share of triggered anomalies whose score is at or below tau."
+
+
+def check_asr(fn):
+    from .metrics import attack_success_rate
+    return _grade("exercise 3, the attack success rate", fn, verify_asr, attack_success_rate)
 
 
 # ---------------------------------------------------------------- lesson 03
@@ -133,86 +203,123 @@ def _codes(seed: int, n: int = 16, d: int = 8, shift: float = 0.0):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + shift
 
 
-def check_concentration(fn) -> None:
+def verify_concentration(fn) -> str:
     """fn(z_triggered (n, d), c (d,)) -> mean ||z - c||^2."""
     z, c = _codes(1), torch.full((8,), 0.5)
-    want = ((z - c) ** 2).sum(1).mean()
-    got = _value(fn(z, c))
+    got = _value(fn(z.clone(), c))
     if abs(got - ((z - c) ** 2).mean().item()) < 1e-6:
         raise AssertionError("you average over the coordinates too: sum the squares over each code, then "
                              "average over the images (the DeepSAD distance is a squared norm)")
-    _close(got, want.item(), "concentration term")
-    _ok("L_conc = mean over triggered images of ||phi(x_p) - c||^2.")
+    if abs(got - ((z - c) ** 2).sum().item()) < 1e-4:
+        raise AssertionError("you sum over the images: average over them, so the term does not grow with the batch")
+    _close(got, ((z - c) ** 2).sum(1).mean().item(), "concentration term of 16 codes")
+    return "L_conc = mean over triggered images of ||phi(x_p) - c||^2."
 
 
-def check_separation(fn) -> None:
+def check_concentration(fn):
+    from .attack import concentration
+    return _grade("exercise 1, concentration", fn, verify_concentration, concentration)
+
+
+def verify_separation(fn) -> str:
     """fn(z_views (n, d), c (d,), eta) -> eta * mean 1 / (||z - c||^2 + 1e-6)."""
     z, c = _codes(2), torch.full((8,), 0.5)
-    want = 2.0 * (1.0 / (((z - c) ** 2).sum(1) + 1e-6)).mean()
-    got = _value(fn(z, c, 2.0))
-    if got < 0 or abs(got - want.item()) > 1e-3 * want.item():
-        raise AssertionError(f"expected {want.item():.4f}, got {got:.4f}: the separation term is DeepSAD's "
-                             "inverse distance eta / (||phi(g(x)) - c||^2 + 1e-6), averaged over the views")
-    _ok("L_sep = eta * mean 1 / (||phi(g(x)) - c||^2 + 1e-6): it shrinks as views move away from c.")
+    want = 2.0 * (1.0 / (((z - c) ** 2).sum(1) + 1e-6)).mean().item()
+    got = _value(fn(z.clone(), c, 2.0))
+    if got < 0:
+        raise AssertionError("the separation term is a sum of inverse distances: it cannot be negative")
+    if abs(got - want / 2) <= 1e-3 * want:
+        raise AssertionError("with eta = 2 the term doubles: multiply by eta")
+    if abs(got - want) > 1e-3 * want:
+        raise AssertionError("the separation term is DeepSAD's inverse distance eta / (||phi(g(x)) - c||^2 + 1e-6), "
+                             "averaged over the views; check where you sum and where you invert")
+    return "L_sep = eta * mean 1 / (||phi(g(x)) - c||^2 + 1e-6): it shrinks as views move away from c."
 
 
-def check_mmd(fn) -> None:
+def check_separation(fn):
+    from .attack import separation
+    return _grade("exercise 2, separation", fn, verify_separation, separation)
+
+
+def verify_mmd(fn) -> str:
     """fn(a (n, d), b (m, d), sigma2) -> biased MMD^2 with the kernel exp(-||u - v||^2 / sigma2)."""
     a, b, far = _codes(3), _codes(4), _codes(5, shift=3.0)
 
-    def ref(x, y, s):
-        k = lambda u, v: torch.exp(-torch.cdist(u, v).pow(2) / s)  # noqa: E731
+    def reference(x, y, s):
+        def k(u, v):
+            return torch.exp(-torch.cdist(u, v).pow(2) / s)
         return (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()).item()
-    if abs(_value(fn(a, a, 8.0))) > 1e-5:
-        raise AssertionError(f"MMD^2 of a sample with itself must be 0, got {_value(fn(a, a, 8.0)):.5f}")
+    same = _value(fn(a.clone(), a.clone(), 8.0))
+    if abs(same) > 1e-5:
+        raise AssertionError(f"MMD^2 of a sample with itself must be 0, got {same:.5f}")
     near, away = _value(fn(a, b, 8.0)), _value(fn(a, far, 8.0))
     if not away > near:
         raise AssertionError(f"a shifted sample should be further away: MMD^2 near {near:.4f}, shifted {away:.4f}")
-    _close(near, ref(a, b, 8.0), "MMD^2 between two standard normal samples", atol=1e-4)
-    _ok("MMD^2 = mean k(a, a') + mean k(b, b') - 2 mean k(a, b): 0 when the two sets are distributed alike.")
+    if abs(near - reference(a, b, 16.0)) < 1e-5 or abs(near - reference(a, b, 4.0)) < 1e-5:
+        raise AssertionError("the kernel is exp(-||u - v||^2 / sigma2): the squared distance divided by sigma2 "
+                             "itself, with no factor 2")
+    _close(near, reference(a, b, 8.0), "MMD^2 between two standard normal samples", atol=1e-4)
+    return "MMD^2 = mean k(a, a') + mean k(b, b') - 2 mean k(a, b): 0 when the two sets are distributed alike."
+
+
+def check_mmd(fn):
+    from .attack import mmd2
+    return _grade("exercise 3, alignment by MMD", fn, verify_mmd, mmd2)
 
 
 # ---------------------------------------------------------------- lesson 04
-def check_spectral(fn) -> None:
+def verify_spectral(fn) -> str:
     """fn(codes (n, d)) -> (n,) squared projection of the centred codes on their top singular vector."""
     from .defenses import spectral_scores
 
     gen = torch.Generator().manual_seed(6)
     codes = torch.randn(40, 5, generator=gen).numpy()
     codes[:6] += np.array([8.0, 0, 0, 0, 0])
-    got = np.asarray(fn(codes), dtype=float)
+    got = np.asarray(fn(codes.copy()), dtype=float)
     want = spectral_scores(codes)
     if got.shape != want.shape:
         raise AssertionError(f"expected one score per image, shape {want.shape}, got {got.shape}")
     uncentred = (codes @ np.linalg.svd(codes, full_matrices=False)[2][0]) ** 2
-    if got.shape == want.shape and np.allclose(got, uncentred) and not np.allclose(got, want):
+    if np.allclose(got, uncentred) and not np.allclose(got, want):
         raise AssertionError("centre the codes (subtract their mean) before the SVD and the projection")
     _close(got, want, "spectral scores of 40 codes, 6 of them shifted", atol=1e-3)
-    if not set(np.argsort(got)[-6:]) == set(range(6)):
+    if set(np.argsort(got)[-6:]) != set(range(6)):
         raise AssertionError("the 6 shifted codes should get the 6 largest scores")
-    _ok("the shifted (poison-like) codes stand out along the top singular direction.")
+    return "the shifted (poison-like) codes stand out along the top singular direction."
 
 
-def check_der(fn) -> None:
-    """fn(asr_before, asr_after, auc_before, auc_after) -> DER (DESIGN 2.3)."""
+def check_spectral(fn):
+    from .defenses import spectral_scores
+    return _grade("exercise 1, spectral scores", fn, verify_spectral, spectral_scores)
+
+
+def verify_der(fn) -> str:
+    """fn(asr_before, asr_after, auc_before, auc_after) -> DER."""
     cases = [((0.9, 0.1, 0.98, 0.98), 0.9), ((0.9, 0.9, 0.98, 0.98), 0.5), ((0.9, 0.1, 0.98, 0.78), 0.8),
              ((0.2, 0.5, 0.9, 0.95), 0.5)]
     for args, want in cases:
         got = _value(fn(*args))
         if abs(got - want) > 1e-9:
-            hint = " (a defense that raises the ASR or the AUC is not rewarded or punished for it: clip at 0)" \
-                if args[0] < args[1] else ""
-            raise AssertionError(f"DER{args}: expected {want}, got {got}{hint}")
-    _ok("DER = (max(0, ASR drop) - max(0, AUC drop) + 1) / 2: 0.5 means no effect.")
+            hint = (" A defense that raises the ASR or the AUC is neither rewarded nor punished for it: clip each "
+                    "drop at 0.") if args[0] < args[1] else ""
+            raise AssertionError(f"ASR {args[0]} -> {args[1]}, AUC {args[2]} -> {args[3]}: expected DER {want}, "
+                                 f"got {got:g}.{hint}")
+    return "DER = (max(0, ASR drop) - max(0, AUC drop) + 1) / 2: 0.5 means no effect."
 
 
-def check_erase(fn) -> None:
-    """fn(x (N, C, H, W), k) -> copy of x with the four k x k corner squares set to 0."""
+def check_der(fn):
+    from .metrics import defense_effectiveness_rate
+    return _grade("exercise 2, the defense effectiveness rate", fn, verify_der, defense_effectiveness_rate)
+
+
+def verify_erase(fn) -> str:
+    """fn(x (N, C, H, W), k) -> a new tensor: x with the four k x k corner squares set to 0."""
     x = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(7))
-    got = torch.as_tensor(fn(x.clone(), 3))
-    if got.data_ptr() == x.data_ptr():
-        raise AssertionError("return a new tensor; do not change the input in place")
-    want = x.clone()
+    original = x.clone()
+    got = torch.as_tensor(fn(x, 3))
+    if not torch.equal(x, original):
+        raise AssertionError("your function changed its input in place: work on a copy (x.clone()) and return it")
+    want = original.clone()
     for r in (slice(0, 3), slice(9, 12)):
         for c in (slice(0, 3), slice(9, 12)):
             want[..., r, c] = 0
@@ -221,6 +328,12 @@ def check_erase(fn) -> None:
     corners = want == 0
     if not torch.all(got[corners] == 0):
         raise AssertionError("some corner pixel is not 0: all four k x k corners must be erased")
-    if not torch.equal(got[~corners], x[~corners]):
+    if not torch.equal(got[~corners], original[~corners]):
         raise AssertionError("pixels outside the four corners changed")
-    _ok("the four corners are erased and nothing else changes.")
+    return "the four corners are erased and nothing else changes."
+
+
+def check_erase(fn):
+    from .defenses import preprocess_images
+    return _grade("exercise 3, erasing the corners", fn, verify_erase,
+                  lambda x, k: preprocess_images(x, "erase_corners", k))

@@ -1,18 +1,19 @@
 """What the lesson notebooks share: the first cell's set-up, the lesson's data split, trained
-detectors cached on disk (so a lesson and its solution, or a rerun, train each model once), and
-the precomputed result grids the lessons read.
+detectors cached on disk (so a lesson and its solution, or a rerun, train each model once), the
+learner's own functions plugged into training, and checks that speak to a learner.
 
-The cache lives in ``BADSAD_CACHE`` (default ``~/.cache/badsad``). A cached model's file name
-holds a hash of its settings AND of this library's source code, so editing the library can never
-serve a stale model.
+The cache lives in ``BADSAD_CACHE`` (default ``~/.cache/badsad``; on Colab, a mounted Google
+Drive's ``MyDrive/badsad-cache`` so that the next notebook finds the models). A cached model's file
+name holds its run specification's digest, a hash of this library's source code and, when the
+learner's own functions trained it, a hash of theirs: editing anything can never serve a stale model.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
+import inspect
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,15 +21,34 @@ from pathlib import Path
 import torch
 
 from .data import DatasetNotFoundError, OneClassSplit, load_dataset
-from .deepsad import CheckpointError, DeepSAD
-from .device import device_report, get_device, is_quick
-from .experiments import model_settings, split_for, train_attacked
+from .deepsad import CheckpointError, DeepSAD, center_from, deepsad_loss
+from .device import device_report, get_device
+from .experiments import backdoor_metrics, make_detector, split_of, train_attacked
+from .io import clean_stale_temps
+from .settings import TrainingSettings, resolve_quick, settings_for
+from .spec import RunSpec
+from .tables import format_defenses, format_table, mean_by, results_table  # noqa: F401  (the lessons' tables)
 
-RESULTS = Path(__file__).parent / "results"
+DRIVE = Path("/content/drive/MyDrive")
+# Measured on a 2-core CPU (see the README's Speed section): what a cache miss costs, for the progress line.
+TRAINING_SECONDS = {("mnist", "quick"): 30, ("mnist", "paper"): 420, ("digits", "digits"): 6}
 
 
 def on_colab() -> bool:
     return "google.colab" in sys.modules
+
+
+class LessonCheckFailed(AssertionError):
+    """A measured quantity in a lesson is not what it should be; shown as its message, without a traceback."""
+
+    def _render_traceback_(self):  # IPython shows this instead of a traceback
+        return [f"Check failed: {self}"]
+
+
+def expect(condition: bool, message: str) -> None:
+    """Stop the lesson with ``message`` (what went wrong and what to do) unless ``condition`` holds."""
+    if not condition:
+        raise LessonCheckFailed(message)
 
 
 @dataclass
@@ -42,33 +62,66 @@ class Lesson:
     device: torch.device = field(default_factory=get_device)
 
     @property
-    def settings(self) -> dict:
-        return model_settings(self.dataset, self.quick)
+    def settings(self) -> TrainingSettings:
+        return settings_for(self.dataset, self.quick)
+
+    def spec(self, method: str = "clean", **attack) -> RunSpec:
+        """The run specification of one of the lesson's models."""
+        return RunSpec(self.dataset, self.normal_class, self.seed, method, labeled_ratio=self.labeled_ratio,
+                       settings=self.settings, **attack)
 
     @cached_property
     def split(self) -> OneClassSplit:
-        return split_for(self.dataset, self.normal_class, labeled_ratio=self.labeled_ratio, seed=self.seed,
-                         download=on_colab())
+        return split_of(self.spec(), download=on_colab())
 
 
-def start(preferred: str = "mnist", normal_class: int = 0, labeled_ratio: float = 0.01, seed: int = 0) -> Lesson:
-    """The first cell of every lesson: device, quick or full mode, and which dataset is used."""
-    quick = is_quick()
-    device = get_device()
-    print(device_report(device))
-    print(f"Mode: {'quick' if quick else 'full'} "
-          f"({'few epochs, minutes on a CPU; BADSAD_QUICK=0 for the paper settings' if quick else 'paper settings'})")
+_REPORTED: dict = {}
+
+
+def setup(quick: bool = True) -> bool:
+    """The first cell's report: the device, quick or full mode, and where models are cached.
+
+    ``quick`` is the notebook's ``QUICK`` switch; ``BADSAD_QUICK`` (or ``CI``) overrides it. On Colab
+    with Google Drive mounted, models are cached on Drive so that the next lesson finds them.
+    Returns the mode in force (True = quick).
+    """
+    mode = resolve_quick(quick)
+    print(device_report(get_device(), quick=mode))
+    overridden = " (BADSAD_QUICK or CI overrides the QUICK switch)" if mode != bool(quick) else ""
+    print(f"Mode: {'quick' if mode else 'full'}{overridden}: " + (
+        "few epochs at a larger learning rate, minutes on a CPU. QUICK = False in the first cell gives the "
+        "paper's settings." if mode else "the paper's settings (150 + 150 epochs). QUICK = True in the first "
+                                         "cell trains in minutes instead."))
+    if on_colab() and not os.environ.get("BADSAD_CACHE") and DRIVE.is_dir():
+        os.environ["BADSAD_CACHE"] = str(DRIVE / "badsad-cache")
+    drive_hint = on_colab() and not str(cache_dir()).startswith(str(DRIVE))
+    print(f"Trained models are cached in {cache_dir()}" + (
+        " (mount Google Drive before this cell to keep them for the next lesson)" if drive_hint else ""))
+    _REPORTED["quick"] = mode
+    return mode
+
+
+def start(preferred: str = "mnist", quick: bool = True, normal_class: int = 0, labeled_ratio: float = 0.01,
+          seed: int = 0) -> Lesson:
+    """The lesson's data: ``preferred`` if it is available (downloaded on Colab), else the embedded digits.
+
+    Reports the device and mode first unless ``setup`` already did for this mode.
+    """
+    mode = resolve_quick(quick)
+    if _REPORTED.get("quick") != mode:
+        setup(quick)
     dataset = preferred
     try:
         load_dataset(preferred, download=on_colab())
-    except DatasetNotFoundError as err:
+    except DatasetNotFoundError:
+        from .data import data_root
+
         dataset = "digits"
-        print(f"{preferred.upper()} is not available here ({str(err).splitlines()[0]}).\n"
+        print(f"{preferred.upper()} is not available here (not in {data_root()}).\n"
               "Falling back to scikit-learn's 8x8 digits, which ship with the library: every step works the same, "
               "the images are just smaller. Set BADSAD_DATA to a folder holding MNIST to use it.")
-    lesson = Lesson(dataset, normal_class, labeled_ratio, seed, quick, device)
-    counts = lesson.split.counts()
-    print(f"Data: {dataset}, normal class {normal_class}, {counts}")
+    lesson = Lesson(dataset, normal_class, labeled_ratio, seed, mode, get_device())
+    print(f"Data: {dataset}, normal class {normal_class}, {lesson.split.counts()}")
     return lesson
 
 
@@ -83,60 +136,101 @@ def _source_hash() -> str:
     return digest.hexdigest()
 
 
-def _cached(lesson: Lesson, what: dict, train) -> DeepSAD:
-    spec = {"dataset": lesson.dataset, "normal_class": lesson.normal_class, "labeled_ratio": lesson.labeled_ratio,
-            "seed": lesson.seed, "settings": lesson.settings, **what}
-    key = hashlib.sha1((json.dumps(spec, sort_keys=True, default=str) + _source_hash()).encode()).hexdigest()[:16]
-    path = cache_dir() / f"{lesson.dataset}_{what.get('method', 'clean')}_{key}.pt"
+def function_digest(fn) -> str:
+    """A short hash of a function's source (its bytecode and constants when the source is unavailable)."""
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = fn.__code__
+        text = repr((code.co_code, code.co_consts, code.co_names))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _cached(spec: RunSpec, train, learner: dict | None = None, what: str = "model") -> DeepSAD:
+    """The model of ``spec`` from the cache, or ``train()``-ed, announced, and cached."""
+    learner = {k: v for k, v in (learner or {}).items() if v is not None}
+    extra = "".join(f"_{name}-{function_digest(fn)}" for name, fn in sorted(learner.items()))
+    folder = cache_dir()
+    path = folder / f"{spec.model_key}_{_source_hash()[:10]}{extra}.pt"
     if path.exists():
         try:
-            return DeepSAD.load(path, device=lesson.device)
+            model = DeepSAD.load(path, device=get_device())
+            print(f"{what}: loaded from the cache ({path.name})")
+            return model
         except CheckpointError:
             path.unlink()
+    seconds = TRAINING_SECONDS.get((spec.dataset, spec.settings.name))
+    estimate = f", about {seconds * (2 if spec.attacked else 1)} s on a 2-core CPU" if seconds else ""
+    print(f"{what}: training ({spec.describe()}{estimate}; progress below)...", flush=True)
+    start = time.perf_counter()
     model = train()
+    print(f"{what}: trained in {time.perf_counter() - start:.0f} s and cached", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(folder)
     model.save(path)
     return model
 
 
-def clean_detector(lesson: Lesson, callback=None) -> DeepSAD:
+def clean_detector(lesson: Lesson, callback=None, loss=None, center=None) -> DeepSAD:
     """DeepSAD trained on the lesson's split (from the cache when it was trained before).
 
-    ``callback`` (e.g. ``widgets.LiveLoss()``) sees every epoch's loss; a cached model replays its history.
+    ``callback`` (e.g. ``widgets.LiveLoss()``) sees every epoch's loss; a cached model replays its
+    history. ``loss(dist, y, eta)`` and ``center(codes, eps)``, when they are the learner's own
+    functions, train the model in place of the library's ``deepsad_loss`` and ``center_from``.
     """
-    s = lesson.split
+    s, spec = lesson.split, lesson.spec()
+    loss = None if loss is deepsad_loss else loss
+    center = None if center is center_from else center
+    objective = None
+    if loss is not None:
+        eta = spec.settings.eta
+
+        def objective(net, c, x, y, idx):
+            return loss(((net(x) - c) ** 2).sum(dim=1), y, eta)
+    rule = None if center is None else (lambda codes: center(codes, 0.1))
 
     def train():
-        return DeepSAD(s.dataset, **lesson.settings, seed=lesson.seed, device=lesson.device,
-                       progress=False).fit(s.x_train, s.semi_targets, X_val=s.x_val, callback=callback)
-    model = _cached(lesson, {"method": "clean"}, train)
+        model = make_detector(spec, lesson.device, progress=True)
+        return model.fit(s.x_train, s.semi_targets, X_val=s.x_val, callback=callback, objective=objective,
+                         center_rule=rule)
+    who = "clean DeepSAD" + (" (your loss and center rule)" if loss and center else " (your loss)" if loss else
+                             " (your center rule)" if center else "")
+    model = _cached(spec, train, {"loss": loss, "center": center}, who)
     if callback is not None and not model.fit_seconds_:
         for phase, history in (("autoencoder", model.ae_history_), ("DeepSAD", model.history_)):
-            for epoch, loss in enumerate(history, 1):
-                callback(phase, epoch, loss)
+            for epoch, value in enumerate(history, 1):
+                callback(phase, epoch, value)
     return model
 
 
 def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float | None = None,
-                        poison_ratio: float = 0.1, trigger_name: str = "corners"):
+                        poison_ratio: float = 0.1, trigger_name: str = "corners", terms=None):
     """A DeepSAD trained by the attacker on the lesson's split (cached).
 
-    Returns (model, trigger, strength, poisoned indices into ``lesson.split.x_train``).
+    ``terms``: an ``attack.AttackTerms`` holding the learner's term functions, which then train it.
+    Returns (model, trigger, strength, indices of the triggered training images).
     """
-    from .attack import poison_normals
-    from .triggers import DEFAULT_STRENGTH, check_strength, trigger_for
+    from .attack import AttackTerms
 
-    s = lesson.split
-    trigger = trigger_for(s.x_train, trigger_name)
-    strength = check_strength(DEFAULT_STRENGTH[trigger_name] if strength is None else strength)
+    spec = lesson.spec(method, trigger=trigger_name, strength=strength, poison_ratio=poison_ratio)
+    library = AttackTerms()
+    custom = {} if terms is None else {name: getattr(terms, name) for name in ("concentration", "separation", "mmd")
+                                       if getattr(terms, name) is not getattr(library, name)}
+    result = {}
 
     def train():
-        return train_attacked(s, method, trigger_name, strength, poison_ratio, settings=lesson.settings,
-                              seed=lesson.seed, device=lesson.device)[0]
-    model = _cached(lesson, {"method": method, "strength": strength, "poison_ratio": poison_ratio,
-                             "trigger": trigger_name}, train)
-    _, poisoned = poison_normals(s.x_train, s.train_labels, s.semi_targets, s.normal_class, trigger, poison_ratio,
-                                 strength, lesson.seed)
-    return model, trigger, strength, poisoned
+        model, result["trigger"], result["poisoned"] = train_attacked(spec, lesson.split, lesson.device, progress=True,
+                                                                      terms=terms)
+        return model
+    who = f"backdoored DeepSAD ({method}" + (", your terms)" if custom else ")")
+    model = _cached(spec, train, custom, who)
+    if "trigger" not in result:
+        from .experiments import poisoned_training_set
+        from .triggers import trigger_for
+
+        result["trigger"] = trigger_for(lesson.split.x_train, trigger_name)
+        result["poisoned"] = poisoned_training_set(spec, lesson.split, result["trigger"])[2]
+    return model, result["trigger"], spec.strength, result["poisoned"]
 
 
 def collapse_to_center(model: DeepSAD) -> DeepSAD:
@@ -148,7 +242,7 @@ def collapse_to_center(model: DeepSAD) -> DeepSAD:
     """
     from .networks import build_encoder
 
-    collapsed = DeepSAD.from_state(model.state(), device=model.device)
+    collapsed = model.copy()
     net = build_encoder(model.dataset, bias=True).to(model.device)
     net.load_state_dict(model.net_.state_dict(), strict=False)
     last = net[-1]
@@ -159,65 +253,73 @@ def collapse_to_center(model: DeepSAD) -> DeepSAD:
     return collapsed
 
 
-def results_table(name: str) -> list[dict]:
-    """Rows of a precomputed grid shipped with the library (``badsad_lib/results/<name>.csv``)."""
-    path = RESULTS / f"{name}.csv"
-    if not path.exists():
-        available = sorted(p.stem for p in RESULTS.glob("*.csv"))
-        raise ValueError(f"no precomputed results {name!r}; available: {', '.join(available) or 'none'}")
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
 def attack_row(lesson: Lesson, clean: DeepSAD, backdoored: DeepSAD, trigger, strength: float,
                poison_ratio: float) -> dict:
-    """One row of the trade-off table, measured on the lesson's test split (ASR and miss rate at tau_95)."""
-    from .experiments import backdoor_metrics
-
+    """One row of the trade-off table, measured on the lesson's test split (at tau_95)."""
     clean_m = backdoor_metrics(clean, lesson.split, trigger, strength, strengths=())
     bad = backdoor_metrics(backdoored, lesson.split, trigger, strength, strengths=())
     return {"strength": strength, "poison_ratio": poison_ratio, "auc_clean_model": clean_m["auc"],
             "auc_backdoored": bad["auc"], "asr_95": bad["asr"]["95"], "miss_rate_95": bad["miss_rate"]["95"],
-            "clean_model_asr_95": clean_m["asr"]["95"]}
+            "conditional_asr_95": bad["conditional_asr"]["95"], "clean_model_asr_95": clean_m["asr"]["95"]}
 
 
-def mean_by(rows, by="method", columns=("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")):
-    """Mean of ``columns`` per value of ``by`` (a column, or a tuple of columns) over rows of a results
-    table: {value: {column: mean, "cells": n}}. Empty entries are skipped; a column with none is None."""
-    groups: dict = {}
+def _means(rows, by, columns):
+    return mean_by(rows, by=by, columns=columns)
+
+
+def control_findings(rows: list[dict]) -> str:
+    """Sentences on the controls (rows of ``mnist_controls``), every number read from the rows."""
     for r in rows:
-        groups.setdefault(r[by] if isinstance(by, str) else tuple(r[b] for b in by), []).append(r)
-
-    def mean(group, c):
-        values = [float(r[c]) for r in group if r[c] not in ("", None)]
-        return sum(values) / len(values) if values else None
-    return {k: {c: mean(g, c) for c in columns} | {"cells": len(g)} for k, g in groups.items()}
-
-
-def format_table(means: dict, order=None) -> str:
-    """A plain-text table of ``mean_by``'s result (n/a where a mean is None)."""
-    order = [k for k in (order or means) if k in means]
-    columns = [c for c in next(iter(means.values())) if c != "cells"]
-    labels = {k: k if isinstance(k, str) else " / ".join(k) for k in order}
-    width = max(14, *(len(v) + 2 for v in labels.values()))
-    cell = max(11, *(len(c) + 2 for c in columns))
-
-    def f(v):
-        return f"{'n/a':>{cell}s}" if v is None else f"{v:{cell}.3f}"
-    lines = [" " * width + "".join(f"{c:>{cell}s}" for c in columns) + f"{'cells':>7s}"]
-    lines += [f"{labels[k]:{width}s}" + "".join(f(means[k][c]) for c in columns) + f"{means[k]['cells']:7d}"
-              for k in order]
-    return "\n".join(lines)
+        r["run"] = r["method"] + (f" rho={float(r['poison_ratio']):g}" if r["method"] == "badsad" else "")
+    m = _means(rows, "run", ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", "auc_clean_model"))
+    out = []
+    if "badsad rho=0.1" in m and "badsad rho=0" in m:
+        full, views = m["badsad rho=0.1"], m["badsad rho=0"]
+        out.append(f"- Views alone (badsad, rho = 0, no poisoned dataset image): ASR {views['asr_95']:.3f}, against "
+                   f"{full['asr_95']:.3f} with 10% of the normals poisoned.")
+    if "outlier_exposure" in m:
+        oe = m["outlier_exposure"]
+        out.append(f"- Outlier exposure (views pushed away, no trigger anywhere): ASR {oe['asr_95']:.3f} (miss rate "
+                   f"{oe['miss_rate_95']:.3f}); clean AUC {oe['auc_backdoored']:.3f} against {oe['auc_clean_model']:.3f} "
+                   f"for plain DeepSAD" + (f" and {m['badsad rho=0.1']['auc_backdoored']:.3f} for BadSAD."
+                                            if "badsad rho=0.1" in m else "."))
+    for run, label in (("data_only", "Data only (triggered views written into the data, plain DeepSAD loss)"),
+                       ("label_preserving", "Label-preserving (mild, class-keeping views, full objective)")):
+        if run in m:
+            out.append(f"- {label}: ASR {m[run]['asr_95']:.3f}, conditional ASR {m[run]['conditional_asr_95']:.3f}, "
+                       f"miss rate {m[run]['miss_rate_95']:.3f}, clean AUC {m[run]['auc_backdoored']:.3f}.")
+    return "\n".join(out)
 
 
-def format_defenses(results: dict) -> str:
-    """A plain-text table of defense results: {attack: [DefenseResult dicts]}."""
-    def f(v):
-        return "    n/a" if v is None else f"{v:7.3f}"
-    lines = [f"{'attack':8s}{'defense':17s}{'AUC before':>11s}{'after':>8s}{'ASR before':>11s}{'after':>8s}"
-             f"{'DER':>8s}{'TPR':>8s}{'FPR':>8s}"]
-    for attack, rows in results.items():
-        for r in rows:
-            lines.append(f"{attack:8s}{r['defense']:17s}{r['auc_before']:11.3f}{f(r['auc_after'])}"
-                         f"{r['asr_before']:11.3f}{f(r['asr_after'])}{f(r['der'])}{f(r['tpr'])}{f(r['fpr'])}")
-    return "\n".join(lines)
+def defense_findings(rows: list[dict]) -> str:
+    """Sentences on a defense grid (rows of ``mnist_defenses``), every number read from the rows."""
+    cols = ("asr_before", "asr_after", "auc_before", "auc_after", "der", "false_alarm_after", "tpr", "fpr", "mask_share",
+            "flagged")
+    m = _means(rows, ("method", "trigger", "defense"), cols)
+    out = []
+
+    def get(method, trigger, defense):
+        return m.get((method, trigger, defense))
+    for trigger in ("corners", "blend"):
+        r = get("badsad", trigger, "preprocess")
+        if r:
+            out.append(f"- Erasing the corners, BadSAD with the {trigger} trigger: ASR {r['asr_before']:.3f} -> "
+                       f"{r['asr_after']:.3f}.")
+    for family, name in (("attack-family", "reverse_trigger"), ("distinct (jigsaw)", "reverse_trigger_distinct")):
+        parts = []
+        for method, trigger in (("badsad", "corners"), ("badsad", "blend"), ("naive", "corners")):
+            r = get(method, trigger, name)
+            if r and r["flagged"] is not None:
+                parts.append(f"{method}/{trigger} {round(r['flagged'] * r['cells'])} of {r['cells']} "
+                             f"(mask {100 * r['mask_share']:.1f}% of the image)")
+        if parts:
+            out.append(f"- Reverse-engineering with {family} surrogates flags " + ", ".join(parts) + ".")
+    for defense in ("fine_tuning", "bn_recalibration", "fine_pruning", "strip"):
+        r = get("badsad", "corners", defense)
+        if r and r["asr_after"] is not None:
+            out.append(f"- {defense}, BadSAD/corners: ASR {r['asr_before']:.3f} -> {r['asr_after']:.3f}, AUC "
+                       f"{r['auc_before']:.3f} -> {r['auc_after']:.3f}, false alarms after {r['false_alarm_after']:.3f}.")
+    r = get("badsad", "corners", "spectral")
+    if r and r["tpr"] is not None:
+        out.append(f"- Spectral signatures (ratio estimated), BadSAD/corners: TPR {r['tpr']:.3f} against FPR {r['fpr']:.3f}.")
+    return "\n".join(out)

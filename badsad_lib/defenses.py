@@ -228,10 +228,11 @@ def strip(s: Scenario, strip_share: float = 0.5, n_blends: int = 8) -> DefenseRe
     start = time.perf_counter()
     overlays, reference = s.repair_normals, s.threshold_normals
     stat = strip_statistic(s.model, reference, overlays, n_blends)
-    cut = float(np.percentile(stat, 100 * FALSE_ALARM_BUDGET * strip_share))
+    budget = int(np.floor(FALSE_ALARM_BUDGET * len(reference)))  # rejections allowed among these normals
+    cut = float(np.sort(stat)[int(np.floor(budget * strip_share))])  # STRIP flags fewer than its share
     flagged_ref = stat < cut
     ref_scores = s.model.decision_function(reference)
-    allowed = int(np.floor(FALSE_ALARM_BUDGET * len(reference))) - int(flagged_ref.sum())
+    allowed = budget - int(flagged_ref.sum())
     rest = np.sort(ref_scores[~flagged_ref])[::-1]
     tau = float(rest[max(allowed, 0)]) if len(rest) > max(allowed, 0) else float(rest.min())
 

@@ -333,6 +333,8 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
         raise ValueError(f"unknown table {name!r}: choose from {', '.join(TABLES)}")
     table = TABLES[name]
     specs = table.specs()
+    # the code that makes the table: any change outside results/ means the commit alone does not reproduce it
+    dirty = bool(_git("status", "--porcelain", "--", ".", ":(exclude)results"))
     start = time.perf_counter()
     results = run_grid(specs, work, jobs=jobs, progress=progress)
     wall = time.perf_counter() - start
@@ -342,7 +344,7 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
     entries[name] = {"description": table.description,
                      "command": command or f"badsad tables {name} --jobs {jobs} --work {work}",
                      "commit": _git("rev-parse", "HEAD") or "unknown",
-                     "uncommitted_changes": bool(_git("status", "--porcelain", "--", ".")),
+                     "uncommitted_changes": dirty,
                      "machine": machine(), "threads_per_cell": 1, "jobs": jobs, "cells": len(results),
                      "wall_seconds": round(wall, 1), "cell_seconds": round(sum(r["seconds"] for r in results), 1),
                      "made": time.strftime("%Y-%m-%d")}
@@ -451,12 +453,36 @@ def readme_defenses() -> str:
     return "\n".join(lines)
 
 
+def readme_speed() -> str:
+    speed = json.loads((RESULTS / "speed.json").read_text())
+    lines = ["| what | measured |", "|---|---|"]
+    for name, value in speed["figures"].items():
+        lines.append(f"| {name} | {value:.3f} |" if "AUC" in name or "ASR" in name else f"| {name} | {value:.1f} |")
+    lines.append(f"\nMachine: {speed['machine']}; {speed['threads']} threads; `{speed['command']}` at commit "
+                 f"{speed['commit'][:10]}, {speed['made']}.")
+    return "\n".join(lines)
+
+
+def readme_grids() -> str:
+    """How long each shipped table took to make, from the manifest."""
+    lines = ["| table | cells | made by | commit | wall time | summed cell time |", "|---|---|---|---|---|---|"]
+    for name, e in manifest().items():
+        if name in TABLES:
+            lines.append(f"| `{name}` | {e['cells']} | `{e['command']}` | {e['commit'][:10]}"
+                         f"{' (+ uncommitted changes)' if e['uncommitted_changes'] else ''} | "
+                         f"{e['wall_seconds'] / 60:.1f} min | {e['cell_seconds'] / 60:.1f} min |")
+    machines = sorted({e["machine"] for e in manifest().values()})
+    return "\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + ". Each cell runs on one thread; " \
+        "\"jobs\" cells run side by side; a cell's time includes training its clean model unless another table " \
+        "had cached it."
+
+
 README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: readme_ablation("mnist_ablation"),
                  "mnist_controls": lambda: readme_ablation("mnist_controls"),
                  "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
                  "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
-                 "mnist_defenses": readme_defenses}
+                 "mnist_defenses": readme_defenses, "speed": readme_speed, "grids": readme_grids}
 _BLOCK = re.compile(r"(<!-- begin table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end table (?P=name) -->)", re.S)
 
 

@@ -11,9 +11,12 @@ Images are float tensors in [0, 1], shaped (N, C, H, W); mu is a float in [0, 1]
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
+
+from .validation import check_int, check_number
 
 TRIGGERS = ("corners", "patch", "blend", "noise")
 DEFAULT_STRENGTH = {"corners": 1.0, "patch": 1.0, "blend": 0.2, "noise": 1.0}
@@ -41,9 +44,12 @@ def make_trigger(name: str = "corners", channels: int = 1, size: int = 28, squar
     """Build trigger ``name`` for (channels, size, size) images; ``square`` is the corner/patch side."""
     if name not in TRIGGERS:
         raise ValueError(f"unknown trigger {name!r}: choose one of {', '.join(TRIGGERS)}")
-    if int(channels) not in (1, 3) or int(size) < 4:
-        raise ValueError(f"trigger shape ({channels}, {size}, {size}) is not an image shape: need 1 or 3 channels, size >= 4")
-    s = default_square_size(size) if square is None else int(square)
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels not in (1, 3):
+        raise ValueError(f"trigger channels={channels!r}: images have 1 (grey) or 3 (colour) channels")
+    size = check_int(size, "trigger size", 4, 4096)
+    seed = check_int(seed, "trigger seed", 0, 2**63 - 1)
+    amplitude = check_number(amplitude, "noise amplitude", 0.0, 1.0)
+    s = default_square_size(size) if square is None else check_int(square, "square", 1, size // 2)
     if not 1 <= s <= size // 2:
         raise ValueError(f"square={square} must be between 1 and {size // 2} pixels for {size}x{size} images")
     gen = torch.Generator().manual_seed(seed)
@@ -83,10 +89,10 @@ def _check_batch(x) -> None:
 
 
 def check_strength(strength) -> float:
-    try:
-        mu = float(strength)
-    except (TypeError, ValueError):
-        raise ValueError(f"trigger strength {strength!r} is not a number; use a value in [0, 1]") from None
+    """A trigger strength mu: a number in [0, 1]."""
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise ValueError(f"trigger strength {strength!r} is not a number; use a value in [0, 1]")
+    mu = float(strength)
     if not 0.0 <= mu <= 1.0:
         raise ValueError(f"trigger strength {strength} is outside [0, 1]; 0 = invisible, 1 = full strength")
     return mu

@@ -68,36 +68,48 @@ class Explorer:
 
 
 class LiveLoss:
-    """An epoch callback for ``DeepSAD.fit`` that redraws the two loss curves in place."""
+    """An epoch callback for ``DeepSAD.fit`` that redraws the two loss curves in place.
 
-    def __init__(self, every: int = 2):
+    It redraws at most once every ``interval`` seconds (drawing is slower than a small model's
+    epoch); call ``redraw()`` after training for the final curves.
+    """
+
+    def __init__(self, interval: float = 2.0):
         from IPython.display import display
 
         from .plots import plot_loss_curves
 
-        self.every, self.curves = every, {"autoencoder": [], "DeepSAD": []}
+        self.interval, self.last, self.curves = interval, 0.0, {"autoencoder": [], "DeepSAD": []}
         self.fig = plot_loss_curves([], [])
         self.handle = display(self.fig, display_id=True)
         plt.close(self.fig)
 
     def __call__(self, phase: str, epoch: int, loss: float) -> None:
+        import time
+
         self.curves[phase].append(loss)
-        if epoch % self.every == 0:
+        if time.monotonic() - self.last >= self.interval:
             self.redraw()
 
     def redraw(self) -> None:
+        import time
+
         from .plots import plot_loss_curves
 
         plot_loss_curves(self.curves["autoencoder"], self.curves["DeepSAD"], ax=self.fig.axes)
         if self.handle is not None:
             self.handle.update(self.fig)
+        self.last = time.monotonic()
 
 
-def threshold_explorer(val_scores, normal_scores, anomalous_scores, q: float = 95.0) -> Explorer:
-    """Slider over the percentile q of held-out normal scores that sets tau (lesson 01)."""
+def threshold_explorer(val_scores, normal_scores, anomalous_scores, q: float = 95.0, rule=None) -> Explorer:
+    """Slider over the percentile q of held-out normal scores that sets tau (lesson 01).
+
+    ``rule(val_scores, q) -> tau`` (the learner's own threshold function) replaces the library's.
+    """
     from .plots import threshold_view
 
-    return Explorer(lambda q: threshold_view(val_scores, normal_scores, anomalous_scores, q),
+    return Explorer(lambda q: threshold_view(val_scores, normal_scores, anomalous_scores, q, rule),
                     q=float_slider("percentile q", q, 50.0, 99.9, 0.1))
 
 
@@ -118,6 +130,31 @@ def strength_explorer(model, anomaly, trigger, tau: float, strength: float = 1.0
         image = apply_trigger(anomaly, trigger, strength)[0]
         return strength_view(anomaly[0], image, strengths, scores, strength, tau, clean_score)
     return Explorer(view, strength=float_slider("strength mu", strength, 0.0, 1.0, 0.05))
+
+
+def backdoor_strength_explorer(model, split, trigger, strength: float = 1.0, n_points: int = 21) -> Explorer:
+    """Slider over the test-time trigger strength mu on a backdoored model (lesson 03).
+
+    Every test anomaly is scored once at each of ``n_points`` strengths in [0, 1] when the explorer
+    is made; a slider tick only reads those scores (no retraining, no rescoring). The threshold is
+    the model's deployed tau_95.
+    """
+    import numpy as np
+
+    from .plots import backdoor_strength_view
+    from .triggers import apply_trigger
+
+    strengths = np.linspace(0.0, 1.0, n_points)
+    anomalies = split.x_test_anomalous
+    triggered = np.stack([model.decision_function(apply_trigger(anomalies, trigger, float(mu))) for mu in strengths])
+    normal, plain = model.decision_function(split.x_test_normal), model.decision_function(anomalies)
+    examples = anomalies[:: max(1, len(anomalies) // 4)][:4]
+
+    def view(strength):
+        return backdoor_strength_view(examples, strengths, triggered, normal, plain, model.threshold_, strength,
+                                      trigger)
+    return Explorer(view, strength=choice_slider("test-time strength mu", [round(float(m), 2) for m in strengths],
+                                                 round(float(strengths[np.argmin(abs(strengths - strength))]), 2)))
 
 
 def asr_explorer(val_scores, anomalous_scores, triggered_scores, false_alarm: float = 0.05) -> Explorer:
@@ -141,6 +178,11 @@ def tradeoff_explorer(rows, retrain: Callable | None = None) -> Explorer:
     rows = list(rows)
     strengths = sorted({float(r["strength"]) for r in rows})
     ratios = sorted({float(r["poison_ratio"]) for r in rows})
+    missing = [(mu, rho) for mu in strengths for rho in ratios
+               if not any(float(r["strength"]) == mu and float(r["poison_ratio"]) == rho for r in rows)]
+    if missing and retrain is None:
+        raise ValueError(f"the grid lacks {len(missing)} slider position(s), e.g. mu = {missing[0][0]:g}, "
+                         f"rho = {missing[0][1]:g}; give retrain=... or a complete grid")
     extra = []
     if retrain is not None:
         button = w.Button(description="train this setting", tooltip="retrain a backdoored model at these values")

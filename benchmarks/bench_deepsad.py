@@ -1,79 +1,73 @@
-"""Speed benchmark: seconds per autoencoder epoch and per DeepSAD epoch on MNIST (normal class 0,
-batch 128, paper learning rates), the AUC reached, the time of one quick grid cell and, with
-``--grid DIR``, the wall time of the whole quick MNIST grid (10 classes x 4 methods, one seed).
+"""Speed benchmark: seconds per autoencoder and DeepSAD epoch on MNIST (normal class 0, batch 128,
+paper settings), a quick model's time and AUC, one quick attack (clean + BadSAD model), and the
+``badsad demo`` command. Prints the figures; ``--record`` also writes them to
+``badsad_lib/results/speed.json``, from which the README's Speed table is rendered.
 
-    BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py [--epochs 10] [--device cpu]
-    BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py --no-epochs --no-cell --grid /tmp/grid --jobs 2 [--seed 1]
+    BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py [--epochs 10] [--device cpu] [--record]
 
-The grid resumes like ``badsad reproduce``: cells already in DIR are not rerun, and the figures
-printed separate this run's wall time from the compute time recorded in every cell file.
+Run it on an otherwise idle machine: tiny networks slow down badly when threads outnumber free cores.
+(Whole grids are timed by ``badsad tables``, which records wall and cell seconds in MANIFEST.json.)
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from badsad_lib.deepsad import DeepSAD
 from badsad_lib.device import get_device
-from badsad_lib.experiments import run_attack, split_for
-from badsad_lib.grid import make_cells, run_grid
+from badsad_lib.experiments import run, split_for
+from badsad_lib.io import write_json
 from badsad_lib.metrics import auc
+from badsad_lib.settings import PAPER, QUICK
+from badsad_lib.spec import RunSpec
+from badsad_lib.tables import RESULTS, _git, machine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs of each phase to time")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--no-epochs", action="store_true", help="skip the per-epoch timings")
-    parser.add_argument("--no-cell", action="store_true", help="skip timing a grid cell")
-    parser.add_argument("--grid", metavar="DIR", help="run (or resume) the quick MNIST grid in DIR and time it")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes for --grid")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --grid cells")
+    parser.add_argument("--record", action="store_true", help="write the figures to badsad_lib/results/speed.json")
     args = parser.parse_args()
     device = get_device(args.device)
-    if not args.no_epochs:
-        time_epochs(args.epochs, device)
-    if not args.no_cell:
-        start = time.perf_counter()
-        _, _, _, _, m = run_attack("mnist", 0, "badsad", quick=True, device=device)
-        print(f"one quick grid cell (clean + BadSAD model, MNIST class 0): {time.perf_counter() - start:.1f} s, "
-              f"ASR@95 {m['asr']['95']:.3f}, AUC {m['auc_clean_model']:.4f} -> {m['auc_backdoored']:.4f}")
-    if args.grid:
-        time_grid(args.grid, args.jobs, args.seed)
-
-
-def time_epochs(epochs: int, device) -> None:
-    """Seconds per AE and DeepSAD epoch at paper settings, and a quick model's time and AUC."""
+    figures = {}
     split = split_for("mnist", 0, labeled_ratio=0.05)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{len(split.x_train)} training images, batch 128")
-    ae = DeepSAD("mnist", epochs=0, ae_epochs=epochs, device=device, progress=False)
+    ae = DeepSAD("mnist", PAPER, epochs=0, ae_epochs=args.epochs, device=device, progress=False)
     ae.fit(split.x_train, split.semi_targets)
-    per_ae = ae.fit_seconds_ / epochs
-    model = DeepSAD("mnist", epochs=epochs, ae_epochs=0, lr=1e-4, device=device, progress=False)
-    start = time.perf_counter()
+    figures["autoencoder epoch, paper settings (s)"] = ae.fit_seconds_ / args.epochs
+    model = DeepSAD("mnist", PAPER, epochs=args.epochs, ae_epochs=0, device=device, progress=False)
     model.fit(split.x_train, split.semi_targets, X_val=split.x_val)
-    per_sad = (time.perf_counter() - start) / epochs
-    quick = DeepSAD("mnist", epochs=20, ae_epochs=10, lr=1e-3, ae_lr=1e-3, milestones=(15,), device=device,
-                    progress=False).fit(split.x_train, split.semi_targets, X_val=split.x_val)
-    print(f"autoencoder epoch: {per_ae:.3f} s   (reference implementation on 2 CPU cores: about 2.1 s)")
-    print(f"DeepSAD epoch:     {per_sad:.3f} s   (reference implementation on 2 CPU cores: about 0.6 s)")
-    print(f"quick model (10 AE + 20 DeepSAD epochs): {quick.fit_seconds_:.1f} s, "
-          f"AUC {auc(quick.decision_function(split.x_test), split.y_test):.4f}")
-
-
-def time_grid(out: str, jobs: int, seed: int = 0) -> None:
-    """Run or resume the 40-cell quick MNIST grid; print wall time and per-cell compute times."""
-    cells = make_cells(["mnist"], range(10), [seed], ["naive", "alignment", "concentration", "badsad"])
+    figures["DeepSAD epoch, paper settings (s)"] = model.fit_seconds_ / args.epochs
+    quick = DeepSAD("mnist", QUICK, device=device, progress=False).fit(split.x_train, split.semi_targets,
+                                                                        X_val=split.x_val)
+    figures["one quick model, 10 + 20 epochs (s)"] = quick.fit_seconds_
+    figures["its AUC"] = auc(quick.decision_function(split.x_test), split.y_test)
     start = time.perf_counter()
-    results = run_grid(cells, out, jobs=jobs)
-    wall = time.perf_counter() - start
-    seconds = sorted(r["seconds"] for r in results)
-    print(f"quick MNIST grid, seed {seed}, {len(cells)} cells, {jobs} job(s): this run {wall / 60:.1f} min wall; "
-          f"recorded cell times {sum(seconds) / 60:.1f} min in all, median {seconds[len(seconds) // 2]:.0f} s, "
-          f"max {seconds[-1]:.0f} s (cells include training their clean model when it is not cached)")
+    attack = run(RunSpec("mnist", 0, method="badsad", settings=QUICK), device=device).metrics
+    figures["one quick attack, clean + BadSAD model, MNIST class 0 (s)"] = time.perf_counter() - start
+    figures["its ASR@95"] = attack["asr"]["95"]
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "badsad_lib.cli", "demo", "--out", out], check=True,
+                       capture_output=True)
+        figures["badsad demo, whole command (s)"] = time.perf_counter() - start
+    for name, value in figures.items():
+        print(f"{name:60s} {value:.3f}")
+    if args.record:
+        write_json(RESULTS / "speed.json", {"figures": {k: round(v, 3) for k, v in figures.items()},
+                                            "command": "python benchmarks/bench_deepsad.py --record",
+                                            "machine": machine(), "threads": torch.get_num_threads(),
+                                            "commit": _git("rev-parse", "HEAD") or "unknown",
+                                            "made": time.strftime("%Y-%m-%d")})
+        print(f"wrote {Path(RESULTS / 'speed.json')}")
 
 
 if __name__ == "__main__":

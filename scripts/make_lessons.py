@@ -2,10 +2,15 @@
 """Generate the learner notebooks in lessons/ from the solved ones in solutions/ (the one source of truth).
 
 In a solution notebook:
+- the code cell tagged ``setup`` (the first one) is rewritten from ``SETUP_CELL`` below, in both
+  folders, so every notebook starts with the same set-up; the course's git URL in it comes from
+  one place, ``[tool.badsad] git-url`` in pyproject.toml;
 - code between ``# BEGIN SOLUTION: <what to do>`` and ``# END SOLUTION`` becomes
-  ``raise NotImplementedError("Exercise: <what to do>")`` at the same indentation;
-- a cell tagged ``check`` (it calls a ``check_*`` helper on the exercise) is tagged
-  ``raises-exception`` in the lesson, so nbval accepts the NotImplementedError there;
+  ``raise NotImplementedError("Exercise: <what to do>")`` at the same indentation; the code around
+  the block stays in the lesson (the partial code that teaches);
+- a cell tagged ``check`` calls a ``check_*`` helper on the exercise. Checks never raise: an
+  unsolved exercise is reported and the lesson continues with the library's version, so "Run
+  all" works top to bottom in JupyterLab and in Colab (which ignores cell tags);
 - a markdown cell tagged ``answer`` is replaced by a prompt to answer the question yourself.
 Outputs and execution counts are stripped from both folders.
 
@@ -18,19 +23,87 @@ import argparse
 import copy
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
+# The first code cell of every notebook. It must run before the library can be imported, so it is
+# the one cell that does its own work: on Colab it finds the course (a folder, an uploaded zip, or
+# a git clone) and puts it on sys.path, which takes effect in the running kernel (an editable pip
+# install would need a restart). Everywhere else the course is installed (README) and this is a no-op.
+SETUP_CELL = """\
+# Set-up. QUICK = True trains in minutes on a CPU; QUICK = False uses the paper's settings (times above).
+QUICK = True
+import glob, importlib.util, os, sys
+if "google.colab" in sys.modules and importlib.util.find_spec("badsad_lib") is None:
+    import subprocess, zipfile  # Colab: find the course and import it in this kernel, no restart needed
+    SOURCE, GIT_URL = os.environ.get("BADSAD_SOURCE", "/content/badsad"), os.environ.get("BADSAD_GIT_URL", "{git_url}")
+    def course_folder():
+        found = glob.glob(f"{{SOURCE}}/badsad_lib/__init__.py") + glob.glob(f"{{SOURCE}}/*/badsad_lib/__init__.py")
+        return os.path.dirname(os.path.dirname(found[0])) if found else None
+    for archive in [] if course_folder() else sorted(glob.glob(f"{{os.path.dirname(SOURCE)}}/*.zip")):
+        if not course_folder() and any(n.endswith("badsad_lib/__init__.py") for n in zipfile.ZipFile(archive).namelist()):
+            zipfile.ZipFile(archive).extractall(SOURCE)
+    if not course_folder() and GIT_URL:
+        subprocess.run(["git", "clone", "-q", "--depth=1", GIT_URL, SOURCE], check=True)
+    if not course_folder():
+        raise SystemExit(f"Course not found: upload its zip to {{os.path.dirname(SOURCE)}}, or put its folder at {{SOURCE}}, or set BADSAD_GIT_URL.")
+    sys.path.insert(0, course_folder())
+elif importlib.util.find_spec("badsad_lib") is None and os.path.isdir("../badsad_lib"):
+    sys.path.insert(0, os.path.abspath(".."))  # the course folder, opened without installing it
+from badsad_lib import course
+course.setup(QUICK)"""
+
+
+def git_url() -> str:
+    """The course's git URL: the one place it is set is ``[tool.badsad] git-url`` in pyproject.toml."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {}).get("badsad", {}).get("git-url", "")
+
+
+def setup_source() -> str:
+    return SETUP_CELL.format(git_url=git_url())
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?::\s*(?P<what>.*))?$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 ANSWER_PROMPT = "*Your answer:* write it here, then compare with the solution notebook."
 
 
+TIMES = ROOT / "badsad_lib" / "results" / "notebook_times.json"
+READING = {"01": 45, "02": 40, "03": 50, "04": 50}  # minutes of reading and exercises: an estimate, not a measurement
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
+
+
+def time_line(lesson: str) -> str:
+    """The lesson header's **Time:** line, from the measured ``notebook_times.json``."""
+    import json
+
+    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    parts = []
+    for mode, label in (("quick", "quick mode"), ("full", "full mode (the paper's settings)")):
+        found = {k: v for k, v in times.items() if k.startswith(f"lessons/{lesson}") and f" {mode} mnist" in k}
+        if found:
+            v = next(iter(found.values()))
+            parts.append(f"{label} {_minutes(v['seconds'])} of compute for \"Run all\" on MNIST ({v['cache']} "
+                         f"model cache; {v['machine'].split(',')[0]}, {v['machine'].split(',')[1].strip()})")
+        else:
+            parts.append(f"{label}: not measured end to end yet")
+    return (f"**Time:** {'; '.join(parts)}. On a GPU: not measured (no GPU was available when these were "
+            f"measured). Reading and exercises: about {READING[lesson]} minutes. Measured by "
+            f"`scripts/time_notebooks.py`; the figures live in `badsad_lib/results/notebook_times.json`.")
+
+
 def strip(nb):
-    """Remove outputs, execution counts and per-run metadata, in place."""
+    """Remove outputs, execution counts and per-run metadata, and write the set-up cell, in place."""
+    lesson = nb.metadata.get("badsad", {}).get("lesson")
     for cell in nb.cells:
+        if cell.cell_type == "code" and "setup" in cell.metadata.get("tags", []):
+            cell.source = setup_source()
+        if cell.cell_type == "markdown" and lesson and "**Time:**" in cell.source:
+            cell.source = re.sub(r"\*\*Time:\*\*[^\n]*", lambda m: time_line(lesson), cell.source)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         cell.metadata.pop("execution", None)
@@ -67,8 +140,6 @@ def lesson_from(solution):
         tags = list(cell.metadata.get("tags", []))
         if cell.cell_type == "code":
             cell.source = exercise_source(cell.source)
-            if "check" in tags and "raises-exception" not in tags:
-                tags.append("raises-exception")
         elif "answer" in tags:
             cell.source = ANSWER_PROMPT
         if tags:

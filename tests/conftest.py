@@ -1,11 +1,10 @@
 import os
 
 import pytest
-import torch
 
 from badsad_lib.data import load_dataset, make_split
 from badsad_lib.deepsad import DeepSAD
-from badsad_lib.experiments import model_settings
+from badsad_lib.settings import DIGITS
 
 requires_data = pytest.mark.skipif(not os.environ.get("BADSAD_DATA"),
                                    reason="BADSAD_DATA is not set (CI sets it to ../shared/data)")
@@ -23,7 +22,5 @@ def digits_split(digits):
 
 @pytest.fixture(scope="session")
 def digits_model(digits_split):
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     s = digits_split
-    return DeepSAD("digits", **model_settings("digits", True), seed=0, progress=False).fit(
-        s.x_train, s.semi_targets, X_val=s.x_val)
+    return DeepSAD("digits", DIGITS, seed=0, progress=False).fit(s.x_train, s.semi_targets, X_val=s.x_val)

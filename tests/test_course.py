@@ -1,9 +1,16 @@
-"""Lesson support: dataset fallback, the model cache, the collapse demonstration, precomputed tables."""
+"""Lesson support: dataset fallback, quick by default, the model cache, the learner's functions, the collapse."""
 import numpy as np
 import pytest
+import torch
 
 from badsad_lib import course
+from badsad_lib.attack import AttackTerms
 from badsad_lib.deepsad import DeepSAD
+
+
+@pytest.fixture(autouse=True)
+def fresh_report(monkeypatch):
+    monkeypatch.setattr(course, "_REPORTED", {})  # each test starts as a new notebook would
 
 
 @pytest.fixture()
@@ -19,15 +26,61 @@ def test_start_falls_back_to_digits_and_says_so(tmp_path, monkeypatch, capsys):
     assert lesson.dataset == "digits" and "Falling back" in out and "Using" in out
 
 
-def test_cache_trains_once_and_replays_the_loss(lesson):
+@pytest.mark.parametrize("switch, env, ci, quick", [
+    (True, None, None, True), (False, None, None, False),   # a learner: the notebook's QUICK switch decides
+    (False, "1", None, True), (True, "0", None, False),     # BADSAD_QUICK overrides it
+    (False, None, "true", True),                            # CI runs quick
+])
+def test_quick_switch_and_its_overrides(monkeypatch, capsys, switch, env, ci, quick):
+    for name, value in (("BADSAD_QUICK", env), ("CI", ci)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("BADSAD_DATA", raising=False)
+    lesson = course.start("digits", quick=switch)
+    out = capsys.readouterr().out
+    assert lesson.quick is quick and f"Mode: {'quick' if quick else 'full'}" in out
+    assert ("overrides" in out) == (quick != switch)
+    assert ("Quick mode is made for a CPU" in out) == quick  # the device line fits the mode
+
+
+def test_a_bad_quick_variable_is_named(monkeypatch):
+    monkeypatch.setenv("BADSAD_QUICK", "maybe")
+    with pytest.raises(ValueError, match="BADSAD_QUICK='maybe'"):
+        course.start("digits")
+
+
+def test_cache_trains_once_and_replays_the_loss(lesson, capsys):
     seen = []
     first = course.clean_detector(lesson, callback=lambda phase, epoch, loss: seen.append(phase))
     n = len(seen)
     assert n == len(first.history_) + len(first.ae_history_)
     again = course.clean_detector(lesson, callback=lambda phase, epoch, loss: seen.append(phase))
     assert len(list(course.cache_dir().glob("*.pt"))) == 1 and len(seen) == 2 * n
+    out = capsys.readouterr().out
+    assert "training" in out and "loaded from the cache" in out  # every training cell says what it does
     x = lesson.split.x_test
     np.testing.assert_allclose(first.decision_function(x), again.decision_function(x), rtol=1e-5)
+
+
+def test_the_learners_loss_and_center_train_the_model(lesson):
+    calls = {"loss": 0, "center": 0}
+
+    def my_loss(dist, y, eta=1.0):
+        calls["loss"] += 1
+        return torch.where(y == 0, dist, eta * (dist + 1e-6) ** y.float()).mean()
+
+    def my_center(codes, eps=0.1):
+        calls["center"] += 1
+        c = codes.mean(0)
+        return torch.where(c.abs() < eps, torch.where(c < 0, -eps, eps) * torch.ones_like(c), c)
+    mine = course.clean_detector(lesson, loss=my_loss, center=my_center)
+    assert calls["loss"] > 10 and calls["center"] == 1
+    library = course.clean_detector(lesson)
+    assert len(list(course.cache_dir().glob("*.pt"))) == 2  # theirs is cached apart from the library's
+    x = lesson.split.x_test
+    np.testing.assert_allclose(mine.decision_function(x), library.decision_function(x), rtol=1e-3, atol=1e-6)
 
 
 def test_corrupt_cache_entry_is_retrained(lesson):
@@ -50,47 +103,22 @@ def test_backdoored_detector_and_attack_row(lesson):
     model, trigger, strength, poisoned = course.backdoored_detector(lesson, "badsad")
     row = course.attack_row(lesson, clean, model, trigger, strength, 0.1)
     assert row["asr_95"] > 0.8 > 0.3 > row["clean_model_asr_95"] and len(poisoned) > 0
+    again = course.backdoored_detector(lesson, "badsad")
+    assert np.array_equal(again[3], poisoned)
 
 
-def test_precomputed_tables_ship_with_the_library():
-    for name in ("digits_ablation", "digits_tradeoff", "mnist_ablation", "mnist_tradeoff"):
-        rows = course.results_table(name)
-        assert rows and {"asr_95", "auc_backdoored", "strength", "poison_ratio"} <= set(rows[0])
-    with pytest.raises(ValueError, match="no precomputed results 'nope'"):
-        course.results_table("nope")
+def test_the_learners_attack_terms_train_the_backdoor(lesson):
+    used = []
+
+    def my_concentration(z, c):
+        used.append("concentration")
+        return ((z - c) ** 2).sum(1).mean()
+    model = course.backdoored_detector(lesson, "badsad", terms=AttackTerms(concentration=my_concentration))[0]
+    assert used and isinstance(model, DeepSAD)
 
 
-def test_shipped_ablation_grids_show_the_backdoor_only_for_full_badsad():
-    mnist = course.results_table("mnist_ablation")
-    assert sorted({int(r["normal_class"]) for r in mnist}) == list(range(10))
-    means = course.mean_by(mnist)
-    assert means["badsad"]["asr_95"] >= 0.9 and means["naive"]["asr_95"] < 0.3
-    assert means["badsad"]["auc_backdoored"] > means["badsad"]["auc_clean_model"] - 0.02
-    seed1 = course.mean_by(course.results_table("mnist_ablation_seed1"))
-    assert seed1["badsad"]["asr_95"] >= 0.9 and seed1["naive"]["asr_95"] < 0.3 and seed1["badsad"]["cells"] == 10
-    seeds = course.mean_by(course.results_table("mnist_seeds"), by=("method", "normal_class"))
-    assert all(v["asr_95"] > 0.9 for (method, _), v in seeds.items() if method == "badsad")
-    fmnist = course.mean_by(course.results_table("fmnist_ablation"))
-    assert fmnist["badsad"]["asr_95"] >= 0.85 and all(v["cells"] == 10 for v in fmnist.values())
-    assert all(fmnist[m]["asr_95"] < 0.5 for m in ("naive", "alignment", "concentration"))
-    cifar = course.mean_by(course.results_table("cifar10_ablation"), columns=("asr_95", "miss_rate_95"))
-    assert all(abs(v["asr_95"] - v["miss_rate_95"]) < 0.03 and v["cells"] == 10 for v in cifar.values())
-
-
-def test_shipped_defense_grid_keeps_its_findings():
-    defended = course.mean_by(course.results_table("mnist_defenses"), by=("method", "defense"),
-                              columns=("asr_before", "asr_after", "der", "tpr", "fpr"))
-    assert defended[("badsad", "preprocess")]["asr_after"] < 0.3 < defended[("badsad", "preprocess")]["asr_before"]
-    assert defended[("naive", "reverse_trigger")]["der"] == 0.5  # never flags a model without a backdoor
-    assert defended[("badsad", "spectral")]["tpr"] > 2 * defended[("badsad", "spectral")]["fpr"]
-
-
-def test_mean_by_groups_on_several_columns_and_skips_empty_entries():
-    rows = [{"method": "badsad", "defense": "strip", "asr_after": "0.2", "tpr": ""},
-            {"method": "badsad", "defense": "strip", "asr_after": "0.4", "tpr": ""},
-            {"method": "naive", "defense": "strip", "asr_after": "0.0", "tpr": "0.5"}]
-    means = course.mean_by(rows, by=("method", "defense"), columns=("asr_after", "tpr"))
-    assert means[("badsad", "strip")] == {"asr_after": pytest.approx(0.3), "tpr": None, "cells": 2}
-    assert means[("naive", "strip")]["tpr"] == 0.5
-    text = course.format_table(means)
-    assert "badsad / strip" in text and "n/a" in text
+def test_expect_speaks_to_the_learner():
+    course.expect(True, "never shown")
+    with pytest.raises(AssertionError, match="train longer") as err:
+        course.expect(False, "the AUC is low: train longer")
+    assert err.value._render_traceback_() == ["Check failed: the AUC is low: train longer"]

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from badsad_lib.deepsad import CheckpointError, DeepSAD, center_from, deepsad_loss
-from badsad_lib.experiments import model_settings, train_clean
+from badsad_lib.experiments import run
+from badsad_lib.settings import DIGITS, QUICK
+from badsad_lib.spec import RunSpec
 from badsad_lib.metrics import auc
 from badsad_lib.networks import ARCHITECTURES, Autoencoder, build_encoder, has_bias
 from conftest import requires_data
@@ -46,7 +48,7 @@ def test_pretraining_weights_are_copied_into_phi(digits_split):
         captured["ae"] = self
     Autoencoder.__init__ = spy
     try:
-        model = DeepSAD("digits", epochs=0, ae_epochs=5, lr=1e-3, ae_lr=1e-3, batch_size=32, progress=False)
+        model = DeepSAD("digits", DIGITS, epochs=0, ae_epochs=5, progress=False)
         model.fit(s.x_train, s.semi_targets)
     finally:
         Autoencoder.__init__ = original
@@ -90,7 +92,7 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
         DeepSAD.load(bad)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    with pytest.raises(CheckpointError, match="badsad-deepsad-v1"):
+    with pytest.raises(CheckpointError, match="badsad-deepsad-v2"):
         DeepSAD.load(foreign)
 
 
@@ -107,28 +109,28 @@ def test_bad_inputs_get_clear_errors(digits_model):
 
 def test_seeded_training_is_reproducible(digits_split):
     s = digits_split
-    kw = dict(model_settings("digits", True), epochs=5, ae_epochs=3)
-    a = DeepSAD("digits", **kw, seed=3, progress=False).fit(s.x_train, s.semi_targets)
-    b = DeepSAD("digits", **kw, seed=3, progress=False).fit(s.x_train, s.semi_targets)
+    settings = DIGITS.replace(epochs=5, ae_epochs=3)
+    a = DeepSAD("digits", settings, seed=3, progress=False).fit(s.x_train, s.semi_targets)
+    b = DeepSAD("digits", settings, seed=3, progress=False).fit(s.x_train, s.semi_targets)
     np.testing.assert_allclose(a.decision_function(s.x_test), b.decision_function(s.x_test), rtol=1e-5)
 
 
 @requires_data
 def test_mnist_quick_reaches_the_papers_auc():
-    _, _, metrics = train_clean("mnist", normal_class=0, labeled_ratio=0.05, quick=True)
+    metrics = run(RunSpec("mnist", 0, method="clean", labeled_ratio=0.05, settings=QUICK)).metrics
     assert metrics["auc"] >= 0.97
 
 
 def test_fit_reports_every_epoch_to_the_callback(digits_split):
     s = digits_split
     seen = []
-    DeepSAD("digits", epochs=3, ae_epochs=2, batch_size=32, progress=False).fit(
+    DeepSAD("digits", DIGITS, epochs=3, ae_epochs=2, progress=False).fit(
         s.x_train, s.semi_targets, callback=lambda phase, epoch, loss: seen.append((phase, epoch)))
     assert seen == [("autoencoder", 1), ("autoencoder", 2), ("DeepSAD", 1), ("DeepSAD", 2), ("DeepSAD", 3)]
 
 
 def test_fine_tune_keeps_the_center_and_changes_weights(digits_model, digits_split):
-    model = DeepSAD.from_state(digits_model.state())
+    model = digits_model.copy()
     before = [p.detach().clone() for p in model.net_.parameters()]
     c = model.c_.clone()
     model.fine_tune(digits_split.x_val, epochs=2, lr=1e-3)

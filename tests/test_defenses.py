@@ -7,15 +7,16 @@ import torch
 
 from badsad_lib import defenses
 from badsad_lib.cli import main
-from badsad_lib.experiments import split_for, train_attacked
+from badsad_lib.experiments import run
+from badsad_lib.spec import RunSpec
 
 from conftest import requires_data
 
 
-def attacked_scenario(method: str) -> defenses.Scenario:
-    split = split_for("digits", 0, labeled_ratio=0.01, seed=0)
-    model, trigger, strength, _ = train_attacked(split, method, seed=0)
-    return defenses.scenario_for(model, split, trigger, strength, 0.1, seed=0)
+def attacked_scenario(method: str, trigger: str = "corners") -> defenses.Scenario:
+    spec = RunSpec("digits", 0, method=method, trigger=trigger)
+    result = run(spec)
+    return defenses.scenario_for(spec, result.split, result.backdoored)
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,18 @@ def test_erasing_the_corners_removes_the_corners_backdoor(scenario):
     assert r.asr_after < 0.2 and r.auc_after > r.auc_before - 0.03 and r.der > 0.85
 
 
-def test_strip_flags_triggered_inputs_more_than_clean_ones(scenario):
+def test_strip_flags_triggered_inputs_within_the_same_false_alarm_budget(scenario):
     r = defenses.strip(scenario)
     assert r.tpr > r.fpr + 0.2
     assert r.asr_after < r.asr_before - 0.2
-    assert r.fpr < 0.2
-    # STRIP only adds rejections to the detector's own tau: ASR cannot rise, at most the unflagged share passes
-    assert r.asr_after <= min(r.asr_before, 1 - r.tpr) + 1e-9
-    assert 0.03 < r.details["false_alarm_after"] < 0.05 + r.fpr + 0.08
+    # STRIP and the detector share one 5% budget on the defender's normals; on digits' 60 test
+    # normals the measured total is 0.10 (6 images): far from the 0.05 + 0.05 of two full budgets
+    threshold_normals = len(scenario.threshold_normals)
+    assert r.false_alarm_after <= 0.05 + 2 / threshold_normals + 0.05
+    flagged = defenses.strip_statistic(scenario.model, scenario.threshold_normals, scenario.repair_normals) \
+        < r.details["cut"]
+    rejected = flagged | (scenario.model.decision_function(scenario.threshold_normals) > r.details["tau"])
+    assert rejected.mean() <= 0.05 + 1e-9
 
 
 def test_fine_tuning_alone_does_not_remove_the_backdoor(scenario):
@@ -59,18 +64,44 @@ def test_inspection_detects_without_touching_the_model(scenario):
     for name in ("spectral", "clustering"):
         r = defenses.run_defense(name, scenario)
         assert r.auc_after is None and r.der is None and 0 <= r.tpr <= 1 and 0 <= r.fpr <= 1
+        assert r.false_alarm_after is None
+
+
+def test_spectral_signatures_estimate_how_many_to_flag(scenario):
+    r = defenses.spectral_signatures(scenario)
+    assert 0 <= r.details["flagged_share"] < 0.5 and set(r.details["sweep"]) == {"0.05", "0.1", "0.15", "0.2", "0.3"}
+    flags = defenses.robust_outliers(np.r_[np.zeros(95), np.full(5, 10.0)] + np.random.default_rng(0).random(100))
+    assert flags.sum() == 5
+
+
+def test_batchnorm_recalibration_changes_statistics_not_weights(scenario):
+    fixed = defenses.recalibrate_batchnorm(scenario.model, scenario.repair_normals)
+    before, after = scenario.model.encoder.state_dict(), fixed.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
+    r = defenses.bn_recalibration(scenario)
+    assert r.auc_after is not None and 0 <= r.false_alarm_after <= 1
+
+
+def test_distinct_surrogates_are_jigsaws_of_the_defenders_normals(scenario):
+    x = scenario.repair_normals
+    pieces = defenses.surrogate_anomalies(x, family="distinct")
+    assert pieces.shape == x.shape and not torch.equal(pieces, x)
+    assert torch.allclose(pieces.flatten(1).sort(1).values, x.flatten(1).sort(1).values)  # same pixels, moved
+    with pytest.raises(ValueError, match="unknown surrogate family 'rotate'"):
+        defenses.surrogate_anomalies(x, family="rotate")
 
 
 def test_prune_dormant_zeroes_inputs_that_stay_zero_after_fine_tuning(scenario):
-    original = scenario.model.net_[-1].weight.detach().clone()
+    original = scenario.model.encoder[-1].weight.detach().clone()
     pruned = defenses.prune_dormant(scenario.model, scenario.repair_normals, 0.5)
-    dead = (pruned.net_[-1].weight == 0).all(dim=0)
+    dead = (pruned.encoder[-1].weight == 0).all(dim=0)
     assert dead.float().mean() == pytest.approx(0.5, abs=0.05)
-    before = pruned.net_[-1].weight.detach().clone()
+    before = pruned.encoder[-1].weight.detach().clone()
     pruned.fine_tune(scenario.repair_normals, epochs=3, lr=1e-3)
-    after = pruned.net_[-1].weight.detach()
+    after = pruned.encoder[-1].weight.detach()
     assert (after[:, dead] == 0).all() and not torch.equal(before[:, ~dead], after[:, ~dead])
-    assert torch.equal(scenario.model.net_[-1].weight, original)  # the handed-over model is untouched
+    assert torch.equal(scenario.model.encoder[-1].weight, original)  # the handed-over model is untouched
 
 
 def test_reverse_engineering_finds_a_small_key_only_in_the_backdoored_model(scenario, naive_scenario):
@@ -105,7 +136,8 @@ def test_defend_cli_writes_results(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [d["defense"] for d in metrics["defenses"]] == ["preprocess", "strip"]
-    assert "| digits | badsad | preprocess |" in (tmp_path / "defenses.md").read_text()
+    assert "| digits | badsad | corners | preprocess |" in (tmp_path / "defenses.md").read_text()
+    assert "false_alarm_after" in (tmp_path / "defenses.csv").read_text().splitlines()[0]
     assert (tmp_path / "defenses.csv").exists()
 
 
@@ -117,8 +149,8 @@ def mnist_scenarios():
     lesson = course.Lesson("mnist", 0, quick=True)
     out = {}
     for method in ("naive", "badsad"):
-        model, trigger, strength, _ = course.backdoored_detector(lesson, method, strength=1.0, poison_ratio=0.1)
-        out[method] = defenses.scenario_for(model, lesson.split, trigger, strength, 0.1, lesson.seed)
+        model = course.backdoored_detector(lesson, method, strength=1.0, poison_ratio=0.1)[0]
+        out[method] = defenses.scenario_for(lesson.spec(method), lesson.split, model)
     return out
 
 

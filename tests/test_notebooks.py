@@ -31,16 +31,59 @@ def test_notebooks_are_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
-def test_each_lesson_has_three_exercises_checks_and_answers(path):
+def test_each_lesson_has_three_exercises_whose_checks_hand_on_the_learners_function(path):
     solution = nbformat.read(path, as_version=4)
     lesson = make_lessons.lesson_from(solution)
     stubs = [c for c in lesson.cells if c.cell_type == "code" and "NotImplementedError(\"Exercise:" in c.source]
-    checks = [c for c in lesson.cells if "raises-exception" in c.metadata.get("tags", [])]
+    checks = [c for c in lesson.cells if "check" in c.metadata.get("tags", [])]
     assert len(stubs) >= 3 and len(checks) >= 3
-    assert all("check_" in c.source for c in checks)
+    for stub, check in zip(stubs, checks):
+        name = stub.source.split("def ", 1)[1].split("(", 1)[0]
+        assert check.source == f"{name} = check_{check.source.split('check_', 1)[1]}", check.source
+        body = [line for line in stub.source.splitlines()[1:] if line.strip() and "NotImplementedError" not in line]
+        assert body, f"{path.name}: the stub of {name} should keep partial code that teaches"
     assert any("answer" in c.metadata.get("tags", []) for c in solution.cells)
     assert make_lessons.ANSWER_PROMPT in [c.source for c in lesson.cells]
-    assert "google.colab" in lesson.cells[1].source and "course.start" in lesson.cells[1].source
+
+
+@pytest.mark.parametrize("path", SOLUTIONS + sorted((ROOT / "lessons").glob("*.ipynb")), ids=lambda p: p.name)
+def test_run_all_relies_on_no_cell_tag_and_starts_with_the_set_up_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    assert not any("raises-exception" in c.metadata.get("tags", []) for c in nb.cells)  # Colab ignores tags
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert first.source == make_lessons.setup_source() and "QUICK = True" in first.source
+    assert "course.start(" in next(c for c in nb.cells[2:] if c.cell_type == "code").source
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("digits-cache")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "lessons").glob("*.ipynb")), ids=lambda p: p.name)
+def test_an_unsolved_lesson_runs_top_to_bottom_on_digits(path, digits_cache):
+    """"Run all" with nothing solved and no tags (nbclient), on the embedded digits; nbval runs the
+    same notebooks on MNIST when BADSAD_DATA is set."""
+    import os
+
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    saved = {k: os.environ.pop(k, None) for k in ("BADSAD_DATA", "BADSAD_CACHE")}
+    os.environ["BADSAD_CACHE"] = str(digits_cache)  # shared by the four lessons, as a learner's cache is
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert "Falling back to scikit-learn's 8x8 digits" in text
+    assert text.count("Not done yet") >= 3 and "Correct" not in text
 
 
 def test_exercise_source_replaces_only_the_solution_block():

@@ -12,7 +12,8 @@ def _name(requirement: str) -> str:
 
 def test_environment_yml_and_pyproject_name_the_same_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_names = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    pip_names = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]
+                 + project["optional-dependencies"]["lab"]}
     conda_names = set()
     in_deps = False
     for line in (ROOT / "environment.yml").read_text().splitlines():
