@@ -38,6 +38,16 @@ def style(label: str, i: int = 0) -> dict:
     return dict(STYLES[key] if key else _CYCLE[i % len(_CYCLE)])
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, legend: dict | None = None):
+    """Axis labels, title and legend on ``ax``; a tight layout; returns ``fig``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(**(legend or {"fontsize": 8}))
+    fig.tight_layout()
+    return fig
+
+
 def _image(ax, img):
     img = np.asarray(img)
     if img.shape[0] == 1:
@@ -83,12 +93,7 @@ def plot_score_histograms(normal, anomalous, triggered=None, threshold=None, tit
                 color=st["color"], linestyle=st["linestyle"], label=label)
     if threshold is not None:
         ax.axvline(np.log10(max(threshold, 1e-12)), color="k", linestyle="-", linewidth=2, label=threshold_label)
-    ax.set_xlabel("log10 anomaly score ||phi(x) - c||^2")
-    ax.set_ylabel("density")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "log10 anomaly score ||phi(x) - c||^2", "density", title)
 
 
 def plot_asr_by_strength(asr_by_strength: dict, miss_rate: float | None = None, title: str | None = None):
@@ -100,13 +105,9 @@ def plot_asr_by_strength(asr_by_strength: dict, miss_rate: float | None = None, 
             label="ASR (triggered anomalies)")
     if miss_rate is not None:
         ax.axhline(miss_rate, color=style("anomalous")["color"], linestyle="--", label="miss rate without trigger")
-    ax.set_xlabel("trigger strength mu at test time")
-    ax.set_ylabel("fraction judged normal")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title or "attack success against trigger strength", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "trigger strength mu at test time", "fraction judged normal",
+                   title or "attack success against trigger strength")
 
 
 def plot_loss_curves(ae_history, history, ax=None):
@@ -133,12 +134,8 @@ def plot_roc(scores, labels, title: str = "ROC curve"):
     fig, ax = plt.subplots(figsize=(3.8, 3.6))
     ax.plot(fpr, tpr, color=OKABE_ITO["blue"], linewidth=2, label=f"AUC = {roc_auc_score(labels, scores):.3f}")
     ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
-    ax.set_xlabel("false-alarm rate (normals flagged)")
-    ax.set_ylabel("detection rate (anomalies flagged)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "false-alarm rate (normals flagged)", "detection rate (anomalies flagged)", title,
+                   {"loc": "lower right", "fontsize": 8})
 
 
 def threshold_view(val_scores, normal_scores, anomalous_scores, q: float, rule=None):
@@ -283,13 +280,8 @@ def asr_view(val_scores, anomalous_scores, triggered_scores, false_alarm: float)
     ax.axvline(false_alarm, color="k", linestyle=":")
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("false-alarm rate on clean normals (1 - q/100)")
-    ax.set_ylabel("fraction judged normal")
-    ax.set_title(f"at {false_alarm:.1%} false alarms: ASR {result['asr']:.1%}, miss {result['miss_rate']:.1%}",
-                 fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, result
+    return _finish(fig, ax, "false-alarm rate on clean normals (1 - q/100)", "fraction judged normal",
+                   f"at {false_alarm:.1%} false alarms: ASR {result['asr']:.1%}, miss {result['miss_rate']:.1%}"), result
 
 
 RATIO_MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -351,12 +343,8 @@ def pruning_view(rows, ratio: float):
             label="clean AUC")
     ax.axvline(ratio, color="k", linestyle=":")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("share of last-layer inputs pruned (then fine-tuned)")
-    ax.set_ylabel("ASR / AUC after the defense")
-    ax.set_title(f"ratio {ratio:g}: ASR {match[0]['asr_after']:.1%}, AUC {match[0]['auc_after']:.3f}", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, match[0]
+    return _finish(fig, ax, "share of last-layer inputs pruned (then fine-tuned)", "ASR / AUC after the defense",
+                   f"ratio {ratio:g}: ASR {match[0]['asr_after']:.1%}, AUC {match[0]['auc_after']:.3f}"), match[0]
 
 
 def plot_poison_curve(rows, title: str = "ASR against the share of poisoned normals"):
@@ -373,9 +361,5 @@ def plot_poison_curve(rows, title: str = "ASR against the share of poisoned norm
         ax.plot([float(r) for r in rhos], [means[r][column] for r in rhos], marker=st["marker"], color=st["color"],
                 linestyle=st["linestyle"], label=label)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("poison ratio rho (share of normal training images triggered)")
-    ax.set_ylabel("share of test anomalies judged normal")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "poison ratio rho (share of normal training images triggered)",
+                   "share of test anomalies judged normal", title)

@@ -36,7 +36,7 @@ ATTACK_COLUMNS = ("dataset", "normal_class", "seed", "detector", "method", "tier
 CLEAN_COLUMNS = ("dataset", "normal_class", "seed", "detector", "labeled_ratio", "known_anomaly_class", "settings",
                  "epochs", "ae_epochs", "lr", "auc", "miss_rate_95", "seconds", "key")
 DEFENSE_COLUMNS = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after")
-DEFENSE_DETAILS = ("mask_share", "held_out_pass_rate", "flagged", "detection_auroc", "flagged_share")
+DEFENSE_DETAILS = ("mask_share", "held_out_pass_rate", "flagged", "detection_auroc", "flagged_share")  # flagged: 1/0
 SUMMARY_COLUMNS = ("auc_clean_model", "auc_backdoored", "asr_95", "conditional_asr_95", "miss_rate_95",
                    "clean_model_asr_95")
 
@@ -73,7 +73,8 @@ def defense_rows(results: list[dict]) -> list[dict]:
             details = d.get("details", {})
             rows.append({"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"],
                          "method": r["method"], "trigger": r["trigger"], "defense": d["defense"],
-                         **{c: d[c] for c in DEFENSE_COLUMNS}, **{c: details.get(c) for c in DEFENSE_DETAILS},
+                         **{c: d[c] for c in DEFENSE_COLUMNS},
+                         **{c: int(v) if isinstance(v := details.get(c), bool) else v for c in DEFENSE_DETAILS},
                          "seconds": d["seconds"], "key": r["key"]})
     return rows
 
@@ -95,29 +96,26 @@ def _floats(values) -> np.ndarray:
     return np.array([float(v) for v in values if v not in ("", None)], dtype=float)
 
 
-def mean_by(rows, by="method", columns=("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")):
-    """Mean of ``columns`` per value of ``by`` (a column, or a tuple of columns) over rows of a results
-    table: {value: {column: mean, "cells": n}}. Empty entries are skipped; a column with none is None."""
+def _aggregate(rows, by, columns, statistic) -> dict:
     groups: dict = {}
     for r in rows:
         groups.setdefault(r[by] if isinstance(by, str) else tuple(r[b] for b in by), []).append(r)
 
-    def mean(group, c):
+    def stat(group, c):
         values = _floats(r.get(c) for r in group)
-        return float(values.mean()) if values.size else None
-    return {k: {c: mean(g, c) for c in columns} | {"cells": len(g)} for k, g in groups.items()}
+        return float(statistic(values)) if values.size else None
+    return {k: {c: stat(g, c) for c in columns} | {"cells": len(g)} for k, g in groups.items()}
+
+
+def mean_by(rows, by="method", columns=("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")):
+    """Mean of ``columns`` per value of ``by`` (a column, or a tuple of columns) over rows of a results
+    table: {value: {column: mean, "cells": n}}. Empty entries are skipped; a column with none is None."""
+    return _aggregate(rows, by, columns, np.mean)
 
 
 def std_by(rows, by="method", columns=SUMMARY_COLUMNS) -> dict:
     """Like ``mean_by``, with the standard deviation over the group's cells."""
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(r[by] if isinstance(by, str) else tuple(r[b] for b in by), []).append(r)
-
-    def std(group, c):
-        values = _floats(r.get(c) for r in group)
-        return float(values.std()) if values.size else None
-    return {k: {c: std(g, c) for c in columns} for k, g in groups.items()}
+    return _aggregate(rows, by, columns, np.std)
 
 
 def format_table(means: dict, order=None) -> str:

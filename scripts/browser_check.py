@@ -7,7 +7,7 @@ Not part of CI (it needs a browser). Needs Debian's Chromium (``apt-get install 
 
 The notebook is copied to a temporary folder first, so JupyterLab's autosave never writes outputs
 into the repository. The script starts JupyterLab, runs all cells through the Lab UI, counts
-figures, rendered widgets and errors, moves the first slider with the keyboard, checks that the
+figures, rendered widgets and errors, moves a slider with the keyboard (``--slider``, ``--key``), checks that the
 widget's figure changed, and saves screenshots to ``--out``. Exit status 1 if anything failed.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def start_lab(folder: Path, port: int, token: str) -> subprocess.Popen:
     raise RuntimeError(f"JupyterLab did not start; see {folder / 'lab.log'}")
 
 
-def run_notebook(notebook: Path, out: Path, timeout_s: float) -> dict:
+def run_notebook(notebook: Path, out: Path, timeout_s: float, slider: int = 0, key: str = "ArrowRight") -> dict:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def run_notebook(notebook: Path, out: Path, timeout_s: float) -> dict:
             for i in range(figures.count()):
                 figures.nth(i).scroll_into_view_if_needed()
                 figures.nth(i).screenshot(path=str(out / f"figure_{i:02d}.png"))
-            report["slider_changes_figure"] = move_first_slider(page, out)
+            report["slider_changes_figure"] = move_slider(page, out, slider, key)
             browser.close()
     finally:
         lab.terminate()
@@ -122,20 +122,21 @@ def run_notebook(notebook: Path, out: Path, timeout_s: float) -> dict:
     return report
 
 
-def move_first_slider(page, out: Path) -> bool | None:
-    """Press the right-arrow key on the first slider; True if its widget's figure changed."""
+def move_slider(page, out: Path, index: int = 0, key: str = "ArrowRight") -> bool | None:
+    """Press ``key`` ten times on the ``index``-th slider; True if its widget's figure changed."""
     sliders = page.locator(".jp-OutputArea-output .widget-slider")
-    if sliders.count() == 0:
+    if sliders.count() <= index:
         return None
-    view = sliders.first.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')]").first
+    slider = sliders.nth(index)
+    view = slider.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')]").first
     view.scroll_into_view_if_needed()
     image = view.locator("img").first
     before = image.get_attribute("src")
     view.screenshot(path=str(out / "widget_before.png"))
-    handle = sliders.first.locator("[role=slider], .noUi-handle, .ui-slider-handle").first
+    handle = slider.locator("[role=slider], .noUi-handle, .ui-slider-handle").first
     handle.focus()
     for _ in range(10):
-        page.keyboard.press("ArrowRight")
+        page.keyboard.press(key)
     page.wait_for_timeout(4000)
     view.screenshot(path=str(out / "widget_after.png"))
     return image.get_attribute("src") != before
@@ -146,8 +147,10 @@ def main(argv=None) -> int:
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--out", type=Path, default=Path("browser-check"))
     parser.add_argument("--timeout", type=float, default=900, help="seconds for running all cells")
+    parser.add_argument("--slider", type=int, default=0, help="which slider to move (0 = the first)")
+    parser.add_argument("--key", default="ArrowRight", help="key pressed ten times on it (ArrowLeft to go down)")
     args = parser.parse_args(argv)
-    report = run_notebook(args.notebook.resolve(), args.out, args.timeout)
+    report = run_notebook(args.notebook.resolve(), args.out, args.timeout, args.slider, args.key)
     print(json.dumps(report, indent=2))
     ok = (report["done"] == report["total"] and not report["error_texts"] and report["widget_problems"] == 0
           and report["slider_changes_figure"] is not False)

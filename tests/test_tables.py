@@ -1,0 +1,115 @@
+"""The shipped tables: each one present, regenerable (its manifest entry says how), in agreement with
+the README, and still showing what the README and the lessons say it shows."""
+import json
+from pathlib import Path
+
+import pytest
+
+from badsad_lib import course
+from badsad_lib.attack import TIERS
+from badsad_lib.tables import (MANIFEST, RESULTS, TABLES, mean_by, readme_grids, render_readme, results_table,
+                               std_by)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_every_table_ships_with_the_command_commit_machine_and_seconds_that_made_it(name):
+    assert (RESULTS / f"{name}.csv").exists()
+    entry = json.loads(MANIFEST.read_text())[name]
+    assert entry["command"].startswith(f"badsad tables {name}")
+    assert len(entry["commit"]) == 40 and entry["machine"] and entry["wall_seconds"] >= 0
+    assert entry["cells"] == len({s.key for s in TABLES[name].specs()})
+    rows = results_table(name)
+    assert rows and len({r["key"] for r in rows}) == entry["cells"]
+
+
+def test_the_readme_tables_are_the_csvs():
+    readme = (ROOT / "README.md").read_text()
+    assert render_readme(readme) == readme, "run: badsad tables --readme README.md"
+    assert "<!-- begin table grids -->" in readme and readme_grids() in readme
+
+
+def test_no_other_result_file_hides_in_results():
+    shipped = {p.name for p in RESULTS.iterdir()}
+    assert shipped == {f"{n}.csv" for n in TABLES} | {"MANIFEST.json", "speed.json", "notebook_times.json"}
+
+
+def _methods(name, by="method", columns=("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored",
+                                         "auc_clean_model")):
+    return mean_by(results_table(name), by, columns)
+
+
+def test_mnist_ablation_shows_the_backdoor_only_for_the_full_objective():
+    m = _methods("mnist_ablation")
+    assert all(v["cells"] == 10 for v in m.values())
+    assert m["badsad"]["asr_95"] >= 0.9 and m["badsad"]["conditional_asr_95"] >= 0.9
+    for method in ("naive", "alignment", "concentration"):
+        assert m[method]["asr_95"] < 0.3 and m[method]["conditional_asr_95"] < 0.15
+    assert {r["tier"] for r in results_table("mnist_ablation")} <= set(TIERS.values())
+
+
+def test_the_controls_keep_their_findings():
+    rows = results_table("mnist_controls")
+    m = mean_by(rows, ("method", "poison_ratio"), ("asr_95", "auc_backdoored", "auc_clean_model", "miss_rate_95"))
+    full, views = m[("badsad", "0.1")], m[("badsad", "0.0")]
+    assert views["asr_95"] > views["miss_rate_95"] + 0.2  # the views alone already make a partial backdoor
+    assert full["asr_95"] > views["asr_95"] + 0.2          # the poisoned normals complete it
+    oe = m[("outlier_exposure", "0.0")]
+    assert oe["asr_95"] < 0.1                               # no trigger in training, no backdoor
+    assert oe["auc_backdoored"] > oe["auc_clean_model"]    # separation alone raises the clean AUC
+
+
+def test_the_poison_curve_rises_with_rho_and_the_backdoor_wants_its_trained_strength():
+    m = _methods("mnist_poison_curve", "poison_ratio", ("asr_95", "asr_mu1", "asr_mu0.5"))
+    rhos = sorted(m, key=float)
+    assert [float(r) for r in rhos] == [0.0, 0.01, 0.05, 0.1] and all(m[r]["cells"] == 10 for r in rhos)
+    assert m[rhos[-1]]["asr_95"] > m[rhos[0]]["asr_95"]
+    assert m["0.1"]["asr_mu1"] > m["0.1"]["asr_mu0.5"]
+
+
+def test_the_headline_holds_on_every_seed():
+    m = mean_by(results_table("mnist_seeds"), ("method", "seed"), ("asr_95",))
+    assert {k[1] for k in m} == {"0", "1", "2"} and all(v["cells"] == 10 for v in m.values())
+    assert all(v["asr_95"] >= 0.9 for k, v in m.items() if k[0] == "badsad")
+    assert all(v["asr_95"] < 0.3 for k, v in m.items() if k[0] == "naive")
+
+
+def test_the_tradeoff_grids_fill_every_slider_position():
+    for name in ("mnist_tradeoff", "digits_tradeoff"):
+        rows = results_table(name)
+        strengths, ratios = {r["strength"] for r in rows}, {r["poison_ratio"] for r in rows}
+        assert {(r["strength"], r["poison_ratio"]) for r in rows} == {(s, p) for s in strengths for p in ratios}
+
+
+def test_deepsad_alone_lands_within_the_papers_spread():
+    rows = results_table("deepsad_table1")
+    m = mean_by(rows, "dataset", ("auc",))
+    assert m["mnist"]["cells"] == m["fmnist"]["cells"] == 10
+    assert all(r["settings"] == "paper" and float(r["labeled_ratio"]) == 0.05 for r in rows)
+    assert abs(100 * m["mnist"]["auc"] - 96.7) < 3 and abs(100 * m["fmnist"]["auc"] - 90.5) < 3
+
+
+def test_the_defense_grid_keeps_its_findings():
+    rows = results_table("mnist_defenses")
+    m = mean_by(rows, ("method", "trigger", "defense"),
+                ("asr_before", "asr_after", "der", "tpr", "fpr", "flagged", "false_alarm_after"))
+    assert all(v["cells"] == 9 for v in m.values())
+    corners, blend = m[("badsad", "corners", "preprocess")], m[("badsad", "blend", "preprocess")]
+    assert corners["asr_after"] < 0.3 < corners["asr_before"]  # erasing the corners removes the corners trigger
+    assert blend["asr_after"] > 0.5                            # and not one that is not in the corners
+    assert m[("naive", "corners", "reverse_trigger")]["flagged"] == 0  # never flags a model without a backdoor
+    for key, v in m.items():
+        if v["false_alarm_after"] is not None:
+            assert v["false_alarm_after"] < 0.1, key  # every decision-changing defense stays near the 5% budget
+
+
+def test_mean_by_groups_on_several_columns_and_skips_empty_entries():
+    rows = [{"method": "badsad", "defense": "strip", "asr_after": "0.2", "tpr": ""},
+            {"method": "badsad", "defense": "strip", "asr_after": "0.4", "tpr": ""},
+            {"method": "naive", "defense": "strip", "asr_after": "0.0", "tpr": "0.5"}]
+    means = mean_by(rows, by=("method", "defense"), columns=("asr_after", "tpr"))
+    assert means[("badsad", "strip")] == {"asr_after": pytest.approx(0.3), "tpr": None, "cells": 2}
+    assert std_by(rows, by="method", columns=("asr_after",))["badsad"]["asr_after"] == pytest.approx(0.1)
+    text = course.format_table(means)
+    assert "badsad / strip" in text and "n/a" in text
