@@ -449,7 +449,7 @@ def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300, family: str
 
 
 def reverse_trigger(s: Scenario, budget: float = 0.1, target: float = 0.8, steps: int = 300, epochs: int = 10,
-                    lr: float = 1e-4, family: str = "attack") -> DefenseResult:
+                    lr: float = 1e-4, family: str = "attack", found: dict | None = None) -> DefenseResult:
     """Neural Cleanse for one target, with a size budget and a held-out test in place of its outlier test.
 
     NC flags a label whose smallest flipping mask is an outlier among all labels; with one class
@@ -458,11 +458,12 @@ def reverse_trigger(s: Scenario, budget: float = 0.1, target: float = 0.8, steps
     ``budget`` of the image and more than half the held-out images then pass tau_95. A clean model
     needs a large mask to make arbitrary content normal; a backdoored one has a small key. If
     flagged, the model unlearns the reversed trigger: fine-tuning pulls clean normals in and pushes
-    the labeled and surrogate anomalies away, with and without the reversed trigger.
+    the labeled and surrogate anomalies away, with and without the reversed trigger. ``found``: a
+    ``find_trigger`` result for this scenario and family, to reuse instead of searching again.
     """
     start = time.perf_counter()
     name = "reverse_trigger" if family == "attack" else "reverse_trigger_distinct"
-    found = find_trigger(s, target, steps, family)
+    found = found or find_trigger(s, target, steps, family)
     flagged = found["share"] <= budget and found["held_out_pass_rate"] > 0.5
     details = {"mask_share": found["share"], "held_out_pass_rate": found["held_out_pass_rate"], "flagged": flagged,
                "surrogates": family}

@@ -98,15 +98,16 @@ def poisoned_training_set(spec: RunSpec, split: OneClassSplit, trigger: Trigger)
     return x, semi, poisoned
 
 
-def trigger_exposure(spec: RunSpec, n_train: int, n_poisoned: int) -> float:
+def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
     """Triggered images the network sees per epoch, as a share of the dataset's training images:
-    the poisoned images plus, for the view-based methods, one fresh triggered view per image."""
+    every triggered image of the training set (poisoned normals, and data_only's synthetic views)
+    plus, for the methods that make views during training, one fresh triggered view per image."""
     from .attack import TRAINS_WITHOUT_TRIGGER, VIEWS
 
     if spec.method in TRAINS_WITHOUT_TRIGGER:
         return 0.0
     fresh_views = n_train if spec.method in VIEWS and spec.method != "data_only" else 0
-    return (n_poisoned + fresh_views) / n_train
+    return (n_triggered + fresh_views) / n_train
 
 
 def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
@@ -165,7 +166,7 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
     metrics = {**common, "tier": TIERS[spec.method], "trigger": spec.trigger, "strength": spec.strength,
                "poison_ratio": spec.poison_ratio, "n_poisoned": n_dataset_poisoned,
                "n_synthetic_triggered": int(len(poisoned) - n_dataset_poisoned),
-               "trigger_exposure": trigger_exposure(spec, len(split.x_train), n_dataset_poisoned),
+               "trigger_exposure": trigger_exposure(spec, len(split.x_train), len(poisoned)),
                "auc_clean_model": clean["auc"], "auc_backdoored": bad["auc"],
                "asr": bad["asr"], "conditional_asr": bad["conditional_asr"], "miss_rate": bad["miss_rate"],
                "threshold": bad["threshold"], "asr_by_strength": bad["asr_by_strength"],

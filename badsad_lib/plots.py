@@ -30,7 +30,7 @@ _CYCLE = list(STYLES.values())
 
 def style(label: str, i: int = 0) -> dict:
     """The style of a group: by its name where the course has one, else the i-th of the cycle."""
-    key = next((k for k in STYLES if label.startswith(k)), None)
+    key = label if label in STYLES else max((k for k in STYLES if label.startswith(k)), key=len, default=None)
     if key is None:
         key = "anomalous + trigger" if "trigger" in label else "poisoned" if "poison" in label else \
             "known anomalies" if "known" in label else "anomalous" if "anomal" in label else \
@@ -225,7 +225,7 @@ def backdoor_strength_view(examples, strengths, triggered_scores, normal_scores,
     asr = [attack_success_rate(s, tau) for s in triggered_scores]
     miss = miss_rate(anomalous_scores, tau)
     result = {"strength": float(strengths[k]), "asr": asr[k], "miss_rate": miss, "tau": float(tau)}
-    fig = plt.figure(figsize=(10.5, 3.6))
+    fig = plt.figure(figsize=(12, 3.8))
     grid = fig.add_gridspec(2, n_examples + 4, width_ratios=[1] * n_examples + [0.3, 2.6, 0.3, 2.6])
     stamped = apply_trigger(examples[:n_examples], trigger, float(strengths[k]))
     for i in range(min(n_examples, len(examples))):
@@ -245,7 +245,7 @@ def backdoor_strength_view(examples, strengths, triggered_scores, normal_scores,
     hist.set_xlabel("log10 anomaly score")
     hist.set_ylabel("density")
     hist.set_title(f"scores at mu = {strengths[k]:.2f}", fontsize=9)
-    hist.legend(fontsize=7)
+    hist.legend(fontsize=7, loc="upper left", framealpha=0.9)
     curve = fig.add_subplot(grid[:, n_examples + 3])
     trig, plain = style("anomalous + trigger"), style("anomalous")
     curve.plot(strengths, asr, marker=trig["marker"], color=trig["color"], label="ASR (with trigger)")
@@ -253,8 +253,8 @@ def backdoor_strength_view(examples, strengths, triggered_scores, normal_scores,
     curve.axvline(strengths[k], color="k", linestyle=":")
     curve.set_ylim(-0.02, 1.02)
     curve.set_xlabel("trigger strength mu at test time")
-    curve.set_ylabel("share of test anomalies judged normal")
-    curve.set_title(f"ASR {asr[k]:.1%} against miss rate {miss:.1%}", fontsize=9)
+    curve.set_ylabel("share judged normal")
+    curve.set_title(f"ASR {asr[k]:.1%}, miss rate {miss:.1%}", fontsize=9)
     curve.legend(fontsize=7, loc="center right")
     fig.suptitle("the backdoored detector as the trigger fades", fontsize=10)
     fig.tight_layout()

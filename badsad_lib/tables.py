@@ -223,7 +223,6 @@ class ShippedTable:
 
 
 ABLATION = ("naive", "alignment", "concentration", "badsad")
-ALL_DEFENSES = None  # resolved lazily: every defense
 
 
 def _all_defenses() -> tuple[str, ...]:

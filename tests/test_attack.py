@@ -92,3 +92,20 @@ def test_attack_cli_writes_metrics_and_figures(tmp_path, capsys):
     assert main(["attack", "--dataset", "digits", "--strength", "2", "--out", str(tmp_path)]) == 2
     assert "strength 2.0 is outside [0, 1]" in capsys.readouterr().err
     assert not np.isnan(metrics["auc_backdoored"])
+
+
+def test_deep_svdd_is_attacked_and_defended_by_the_same_code():
+    from badsad_lib.defenses import run_defense, scenario_for
+
+    spec = RunSpec("digits", 0, method="badsad", detector="deepsvdd")
+    result = run(spec)
+    assert type(result.backdoored).__name__ == "DeepSVDD" and type(result.clean).__name__ == "DeepSVDD"
+    assert result.metrics["asr"]["95"] > result.metrics["miss_rate"]["95"] + 0.3  # measured: .81 against .03
+    erased = run_defense("preprocess", scenario_for(spec, result.split, result.backdoored))
+    assert erased.asr_after < erased.asr_before
+
+
+def test_trigger_exposure_counts_every_triggered_image_per_epoch(attacks):
+    assert attacks["data_only"]["trigger_exposure"] == pytest.approx(1 + attacks["naive"]["trigger_exposure"])
+    assert attacks["badsad"]["trigger_exposure"] == pytest.approx(1 + attacks["naive"]["trigger_exposure"])
+    assert attacks["badsad_rho0"]["trigger_exposure"] == pytest.approx(1.0)

@@ -173,3 +173,9 @@ def test_groups_differ_by_more_than_colour():
     for key in ("marker", "linestyle", "hatch"):
         values = [str(s[key]) for s in styles]
         assert len(set(values)) == len(values), key
+
+
+def test_each_course_group_has_its_own_style():
+    labels = ["normal (test)", "anomalous (test)", "anomalous + trigger", "known anomalies (train)", "poisoned (train)"]
+    colours = [plots.style(label)["color"] for label in labels]
+    assert len(set(colours)) == len(labels)
