@@ -468,6 +468,8 @@ def readme_grids() -> str:
             lines.append(f"| `{name}` | {e['cells']} | `{e['command']}` | {e['commit'][:10]}"
                          f"{' (+ uncommitted changes)' if e['uncommitted_changes'] else ''} | "
                          f"{e['wall_seconds'] / 60:.1f} min | {e['cell_seconds'] / 60:.1f} min |")
+            if e.get("note"):
+                lines.append(f"| | | {e['note']} | | | |")
     machines = sorted({e["machine"] for e in manifest().values()})
     return "\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + ". Each cell runs on one thread; " \
         "\"jobs\" cells run side by side; a cell's time includes training its clean model unless another table " \
