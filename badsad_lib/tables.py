@@ -220,6 +220,7 @@ class ShippedTable:
     description: str
     specs: Callable[[], list[RunSpec]]
     kind: str = "attack"  # "attack", "clean" or "defense": which rows the CSV holds
+    not_yet_made: str = ""  # why the table is defined but not shipped at this commit (empty: it ships)
 
 
 ABLATION = ("naive", "alignment", "concentration", "badsad")
@@ -285,6 +286,9 @@ TABLES = {t.name: t for t in [
 def results_table(name: str) -> list[dict]:
     """Rows of a table shipped with the library (``badsad_lib/results/<name>.csv``)."""
     path = RESULTS / f"{name}.csv"
+    if not path.exists() and name in TABLES and TABLES[name].not_yet_made:
+        raise ValueError(f"table {name!r} is not shipped yet ({TABLES[name].not_yet_made}); "
+                         f"make it with: badsad tables {name} --jobs 2")
     if not path.exists():
         available = sorted(p.stem for p in RESULTS.glob("*.csv"))
         raise ValueError(f"no precomputed results {name!r}; available: {', '.join(available) or 'none'}")
@@ -470,6 +474,10 @@ def readme_grids() -> str:
                          f"{e['wall_seconds'] / 60:.1f} min | {e['cell_seconds'] / 60:.1f} min |")
             if e.get("note"):
                 lines.append(f"| | | {e['note']} | | | |")
+    for name, table in TABLES.items():
+        if table.not_yet_made:
+            lines.append(f"| `{name}` | {len({s.key for s in table.specs()})} | `badsad tables {name} --jobs 2` | "
+                         f"not made yet: {table.not_yet_made} | | |")
     machines = sorted({e["machine"] for e in manifest().values()})
     return "\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + ". Each cell runs on one thread; " \
         "\"jobs\" cells run side by side; a cell's time includes training its clean model unless another table " \
@@ -485,13 +493,19 @@ README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: read
 _BLOCK = re.compile(r"(<!-- begin table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end table (?P=name) -->)", re.S)
 
 
+def readme_not_yet_made(name: str) -> str:
+    return (f"*Not shipped at this commit: {TABLES[name].not_yet_made}. "
+            f"`badsad tables {name} --jobs 2` makes it.*")
+
+
 def render_readme(text: str) -> str:
     """``text`` with every table block re-rendered from the shipped CSVs."""
     def render(m):
         name = m.group("name")
         if name not in README_TABLES:
             raise ValueError(f"README names an unknown table block {name!r}; known: {', '.join(README_TABLES)}")
-        return m.group(1) + README_TABLES[name]() + "\n" + m.group(4)
+        pending = name in TABLES and TABLES[name].not_yet_made
+        return m.group(1) + (readme_not_yet_made(name) if pending else README_TABLES[name]()) + "\n" + m.group(4)
     return _BLOCK.sub(render, text)
 
 

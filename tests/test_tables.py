@@ -13,7 +13,17 @@ from badsad_lib.tables import (MANIFEST, RESULTS, TABLES, mean_by, readme_grids,
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", sorted(TABLES))
+SHIPPED = sorted(n for n, t in TABLES.items() if not t.not_yet_made)
+NOT_YET_MADE = sorted(n for n, t in TABLES.items() if t.not_yet_made)
+
+
+def _shipped(name):
+    if name in NOT_YET_MADE:
+        pytest.skip(f"{name} is declared not yet made: {TABLES[name].not_yet_made}")
+    return results_table(name)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_table_ships_with_the_command_commit_machine_and_seconds_that_made_it(name):
     assert (RESULTS / f"{name}.csv").exists()
     entry = json.loads(MANIFEST.read_text())[name]
@@ -24,6 +34,14 @@ def test_every_table_ships_with_the_command_commit_machine_and_seconds_that_made
     assert rows and len({r["key"] for r in rows}) == entry["cells"]
 
 
+@pytest.mark.parametrize("name", NOT_YET_MADE)
+def test_a_table_not_yet_made_says_so_and_ships_nothing(name):
+    assert not (RESULTS / f"{name}.csv").exists() and name not in json.loads(MANIFEST.read_text())
+    assert f"badsad tables {name} --jobs 2" in (ROOT / "README.md").read_text()
+    with pytest.raises(ValueError, match=f"{name}.*not shipped yet.*badsad tables {name}"):
+        results_table(name)
+
+
 def test_the_readme_tables_are_the_csvs():
     readme = (ROOT / "README.md").read_text()
     assert render_readme(readme) == readme, "run: badsad tables --readme README.md"
@@ -32,12 +50,13 @@ def test_the_readme_tables_are_the_csvs():
 
 def test_no_other_result_file_hides_in_results():
     shipped = {p.name for p in RESULTS.iterdir()}
-    assert shipped == {f"{n}.csv" for n in TABLES} | {"MANIFEST.json", "speed.json", "notebook_times.json"}
+    assert shipped == {f"{n}.csv" for n in SHIPPED} | {"MANIFEST.json", "speed.json", "notebook_times.json"}
+    assert set(json.loads(MANIFEST.read_text())) == set(SHIPPED)
 
 
 def _methods(name, by="method", columns=("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored",
                                          "auc_clean_model")):
-    return mean_by(results_table(name), by, columns)
+    return mean_by(_shipped(name), by, columns)
 
 
 def test_mnist_ablation_shows_the_backdoor_only_for_the_full_objective():
@@ -50,7 +69,7 @@ def test_mnist_ablation_shows_the_backdoor_only_for_the_full_objective():
 
 
 def test_the_controls_keep_their_findings():
-    rows = results_table("mnist_controls")
+    rows = _shipped("mnist_controls")
     m = mean_by(rows, ("method", "poison_ratio"), ("asr_95", "auc_backdoored", "auc_clean_model", "miss_rate_95"))
     full, views = m[("badsad", "0.1")], m[("badsad", "0.0")]
     assert views["asr_95"] > views["miss_rate_95"] + 0.2  # the views alone already make a partial backdoor
@@ -69,7 +88,7 @@ def test_the_poison_curve_rises_with_rho_and_the_backdoor_wants_its_trained_stre
 
 
 def test_the_headline_holds_on_every_seed():
-    m = mean_by(results_table("mnist_seeds"), ("method", "seed"), ("asr_95",))
+    m = mean_by(_shipped("mnist_seeds"), ("method", "seed"), ("asr_95",))
     assert {k[1] for k in m} == {"0", "1", "2"} and all(v["cells"] == 10 for v in m.values())
     assert all(v["asr_95"] >= 0.9 for k, v in m.items() if k[0] == "badsad")
     assert all(v["asr_95"] < 0.3 for k, v in m.items() if k[0] == "naive")
@@ -77,13 +96,13 @@ def test_the_headline_holds_on_every_seed():
 
 def test_the_tradeoff_grids_fill_every_slider_position():
     for name in ("mnist_tradeoff", "digits_tradeoff"):
-        rows = results_table(name)
+        rows = _shipped(name)
         strengths, ratios = {r["strength"] for r in rows}, {r["poison_ratio"] for r in rows}
         assert {(r["strength"], r["poison_ratio"]) for r in rows} == {(s, p) for s in strengths for p in ratios}
 
 
 def test_deepsad_alone_lands_within_the_papers_spread():
-    rows = results_table("deepsad_table1")
+    rows = _shipped("deepsad_table1")
     m = mean_by(rows, "dataset", ("auc",))
     assert m["mnist"]["cells"] == m["fmnist"]["cells"] == 10
     assert all(r["settings"] == "paper" and float(r["labeled_ratio"]) == 0.05 for r in rows)
@@ -91,7 +110,7 @@ def test_deepsad_alone_lands_within_the_papers_spread():
 
 
 def test_the_defense_grid_keeps_its_findings():
-    rows = results_table("mnist_defenses")
+    rows = _shipped("mnist_defenses")
     m = mean_by(rows, ("method", "trigger", "defense"),
                 ("asr_before", "asr_after", "der", "tpr", "fpr", "flagged", "false_alarm_after"))
     assert all(v["cells"] == 9 for v in m.values())
