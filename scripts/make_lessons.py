@@ -70,6 +70,7 @@ ANSWER_PROMPT = "*Your answer:* write it here, then compare with the solution no
 
 
 TIMES = ROOT / "badsad_lib" / "results" / "notebook_times.json"
+SPEED = ROOT / "badsad_lib" / "results" / "speed.json"
 READING = {"01": 45, "02": 40, "03": 50, "04": 50}  # minutes of reading and exercises: an estimate, not a measurement
 
 
@@ -89,6 +90,13 @@ def time_line(lesson: str) -> str:
             v = next(iter(found.values()))
             parts.append(f"{label} {_minutes(v['seconds'])} of compute for \"Run all\" on MNIST ({v['cache']} "
                          f"model cache; {v['machine'].split(',')[0]}, {v['machine'].split(',')[1].strip()})")
+        elif mode == "full" and SPEED.exists():
+            figures = json.loads(SPEED.read_text())["figures"]
+            per_model = 150 * (figures["autoencoder epoch, paper settings (s)"]
+                               + figures["DeepSAD epoch, paper settings (s)"])
+            parts.append(f"{label}: not measured end to end; one MNIST model at these settings trains in about "
+                         f"{_minutes(per_model)} on the benchmark's CPU (`speed.json`), for each model the lesson "
+                         f"trains that the cache does not hold")
         else:
             parts.append(f"{label}: not measured end to end yet")
     return (f"**Time:** {'; '.join(parts)}. On a GPU: not measured (no GPU was available when these were "
