@@ -78,30 +78,48 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
-def time_line(lesson: str) -> str:
-    """The lesson header's **Time:** line, from the measured ``notebook_times.json``."""
+def measured_times(lesson: str) -> tuple[str, str]:
+    """(quick, full): the compute a "Run all" of ``lesson`` took on MNIST, from ``notebook_times.json``
+    (full mode, where not measured, estimated per model from the benchmark's ``speed.json``)."""
     import json
 
     times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
-    parts = []
-    for mode, label in (("quick", "quick mode"), ("full", "full mode (the paper's settings)")):
+    out = []
+    for mode in ("quick", "full"):
         found = {k: v for k, v in times.items() if k.startswith(f"lessons/{lesson}") and f" {mode} mnist" in k}
         if found:
             v = next(iter(found.values()))
-            parts.append(f"{label} {_minutes(v['seconds'])} of compute for \"Run all\" on MNIST ({v['cache']} "
-                         f"model cache; {v['machine'].split(',')[0]}, {v['machine'].split(',')[1].strip()})")
+            cache = "cold cache" if v["cache"] == "cold" else "cache warmed by the earlier lessons"
+            out.append(f"{_minutes(v['seconds'])} ({cache}; {v['machine'].split(',')[0]}, "
+                       f"{v['machine'].split(',')[1].strip()})")
         elif mode == "full" and SPEED.exists():
             figures = json.loads(SPEED.read_text())["figures"]
             per_model = 150 * (figures["autoencoder epoch, paper settings (s)"]
                                + figures["DeepSAD epoch, paper settings (s)"])
-            parts.append(f"{label}: not measured end to end; one MNIST model at these settings trains in about "
-                         f"{_minutes(per_model)} on the benchmark's CPU (`speed.json`), for each model the lesson "
-                         f"trains that the cache does not hold")
+            out.append(f"not measured end to end; about {_minutes(per_model)} for each model the cache does not "
+                       f"hold (estimated from the benchmark's seconds per epoch, `speed.json`)")
         else:
-            parts.append(f"{label}: not measured end to end yet")
-    return (f"**Time:** {'; '.join(parts)}. On a GPU: not measured (no GPU was available when these were "
-            f"measured). Reading and exercises: about {READING[lesson]} minutes. Measured by "
-            f"`scripts/time_notebooks.py`; the figures live in `badsad_lib/results/notebook_times.json`.")
+            out.append("not measured end to end yet")
+    return out[0], out[1]
+
+
+def time_line(lesson: str) -> str:
+    """The lesson header's **Time:** line."""
+    quick, full = measured_times(lesson)
+    return (f"**Time:** compute for \"Run all\" on MNIST, quick mode: {quick}; full mode (the paper's settings): {full}. On a GPU: not measured "
+            f"(no GPU was available when these were measured). Reading and exercises: about {READING[lesson]} "
+            f"minutes. Measured by `scripts/time_notebooks.py`; the figures live in "
+            f"`badsad_lib/results/notebook_times.json`.")
+
+
+def course_times(text: str) -> str:
+    """COURSE.md with its block of measured lesson times re-rendered."""
+    rows = ["| lesson | compute for \"Run all\", quick mode | full mode | reading and exercises |", "|---|---|---|---|"]
+    for lesson in sorted(READING):
+        quick, full = measured_times(lesson)
+        rows.append(f"| {lesson} | {quick} | {full} | about {READING[lesson]} min |")
+    return re.sub(r"(<!-- begin times -->\n).*?(<!-- end times -->)", lambda m: m.group(1) + "\n".join(rows) + "\n"
+                  + m.group(2), text, flags=re.S)
 
 
 def strip(nb):
@@ -177,6 +195,14 @@ def main(argv=None) -> int:
             else:
                 file.write_text(text)
                 print(f"wrote {file.relative_to(ROOT)}")
+    course = ROOT / "COURSE.md"
+    text = course.read_text()
+    if course_times(text) != text:
+        if args.check:
+            problems.append("COURSE.md's lesson times are out of date (run python scripts/make_lessons.py)")
+        else:
+            course.write_text(course_times(text))
+            print("wrote COURSE.md")
     for name in sorted({p.name for p in (ROOT / "lessons").glob("*.ipynb")} -
                        {p.name for p in (ROOT / "solutions").glob("*.ipynb")}):
         problems.append(f"lessons/{name} has no solution notebook")
