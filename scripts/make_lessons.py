@@ -106,9 +106,9 @@ def measured_times(lesson: str) -> tuple[str, str]:
 def time_line(lesson: str) -> str:
     """The lesson header's **Time:** line."""
     quick, full = measured_times(lesson)
-    return (f"**Time:** compute for \"Run all\" on MNIST, quick mode: {quick}; full mode (the paper's settings): {full}. On a GPU: not measured "
-            f"(no GPU was available when these were measured). Reading and exercises: about {READING[lesson]} "
-            f"minutes. Measured by `scripts/time_notebooks.py`; the figures live in "
+    return (f"**Time:** compute for \"Run all\" on MNIST, quick mode: {quick}; full mode (the paper's settings): "
+            f"{full}. On a GPU: not measured (no GPU was available when these were measured). Reading and "
+            f"exercises: about {READING[lesson]} minutes. Measured by `scripts/time_notebooks.py`; the figures live in "
             f"`badsad_lib/results/notebook_times.json`.")
 
 

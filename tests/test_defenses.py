@@ -168,7 +168,8 @@ def test_on_mnist_reverse_engineering_flags_only_the_backdoor(mnist_scenarios):
 @requires_data
 def test_on_mnist_fine_pruning_cuts_the_backdoor_and_spectral_signatures_barely_sees_it(mnist_scenarios):
     s = mnist_scenarios["badsad"]
-    pruned = defenses.fine_pruning(s, ratio=0.5)  # measured on class 0, seeds 0-2: ASR ~.99 -> .01-.45, AUC -.03 to +.01
+    # the shipped defense grid (classes 0-2 x seeds 0-2) has the spread; this is class 0, seed 0
+    pruned = defenses.fine_pruning(s, ratio=0.5)
     assert pruned.asr_after < pruned.asr_before - 0.3 and pruned.auc_after > pruned.auc_before - 0.04
     # measured on class 0, seed 0: detection AUROC .61 (naive poisoning .55), TPR .22 at FPR .14 with the
     # estimated cut: the poisoned images are not an outlying direction of this model's codes
