@@ -9,7 +9,8 @@ depend on how the grid was run. Clean models are cached in ``OUT/models/<clean s
 keyed by the whole clean specification (split, detector, settings), never reused across settings.
 Trained backdoored models are kept there too (``<spec.model_key>.pt``), so a defended cell reuses
 the model of the same run without defenses. Any ``concurrent.futures.Executor`` can run the cells (a Dask or Ray executor spreads them over a
-cluster); ``jobs`` > 1 uses local processes.
+cluster); ``jobs`` > 1 uses local processes (spawned when CUDA is there, so every worker
+can use the GPU).
 """
 from __future__ import annotations
 
@@ -159,6 +160,16 @@ def _one_thread_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _pool_context():
+    """How worker processes start: forked on the CPU (fast), spawned when CUDA is there (a forked child
+    cannot use CUDA once the parent has touched it)."""
+    import multiprocessing
+
+    import torch
+
+    return multiprocessing.get_context("spawn") if torch.cuda.is_available() else None
+
+
 def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,
              progress: bool = True) -> list[dict]:
     """Run the cells not yet finished under ``out``; returns every cell's result, in order."""
@@ -172,7 +183,7 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
     todo = [s for s in specs if not cell_path(out, s).exists()]
     own = executor is None and jobs > 1
     if own:
-        executor = ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_worker)
+        executor = ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_worker, mp_context=_pool_context())
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="grid cells", disable=not progress)
     waiting = []
     try:

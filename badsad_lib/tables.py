@@ -12,11 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import re
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -329,13 +332,24 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
+    device = get_device()
+    if device.type == "cuda":
+        device = f"{device} ({torch.cuda.get_device_name(device)})"
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, device {get_device()}")
+            f"torch {torch.__version__}, device {device}")
 
 
-def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: str | None = None) -> Path:
-    """Run (or resume) table ``name``'s grid under ``work`` and write ``results/<name>.csv`` and its manifest entry."""
+def commit() -> str:
+    """The code's commit: git's HEAD, else ``BADSAD_COMMIT`` (a copy of a commit run where there is no .git,
+    e.g. sent to a GPU machine), else "unknown"."""
+    return _git("rev-parse", "HEAD") or os.environ.get("BADSAD_COMMIT", "") or "unknown"
+
+
+def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: str | None = None,
+               executor=None) -> Path:
+    """Run (or resume) table ``name``'s grid under ``work`` and write ``results/<name>.csv`` and its manifest entry.
+
+    ``executor``: a pool shared with other tables (``jobs`` is then its size, for the record)."""
     from .grid import run_grid
 
     if name not in TABLES:
@@ -345,20 +359,28 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
     # the code that makes the table: any change outside results/ means the commit alone does not reproduce it
     dirty = bool(_git("status", "--porcelain", "--", ".", ":(exclude)results"))
     start = time.perf_counter()
-    results = run_grid(specs, work, jobs=jobs, progress=progress)
+    results = run_grid(specs, work, executor=executor, jobs=jobs, progress=progress)
     wall = time.perf_counter() - start
     rows = defense_rows(results) if table.kind == "defense" else rows_of(results)
     path = write_text(RESULTS / f"{name}.csv", csv_text(rows))
-    entries = manifest()
-    entries[name] = {"description": table.description,
+    with _MANIFEST_LOCK:
+        _record(name, {"description": table.description,
                      "command": command or f"badsad tables {name} --jobs {jobs} --work {work}",
-                     "commit": _git("rev-parse", "HEAD") or "unknown",
+                     "commit": commit(),
                      "uncommitted_changes": dirty,
                      "machine": machine(), "threads_per_cell": 1, "jobs": jobs, "cells": len(results),
                      "wall_seconds": round(wall, 1), "cell_seconds": round(sum(r["seconds"] for r in results), 1),
-                     "made": time.strftime("%Y-%m-%d")}
-    write_json(MANIFEST, dict(sorted(entries.items())))
+                     "made": time.strftime("%Y-%m-%d")})
     return path
+
+
+_MANIFEST_LOCK = threading.Lock()
+
+
+def _record(name: str, entry: dict) -> None:
+    entries = manifest()
+    entries[name] = entry
+    write_json(MANIFEST, dict(sorted(entries.items())))
 
 
 # ------------------------------------------------------------------ the README's tables
@@ -518,12 +540,35 @@ def render_readme(text: str) -> str:
 
 
 def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = True) -> list[str]:
-    """The ``badsad tables`` command: make tables ``names`` (in order), then re-render the README."""
-    done = []
-    for name in names:
-        command = "badsad tables " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tables"] else None
-        make_table(name, Path(work) / name.split("_")[0], jobs=jobs, progress=progress, command=command)
-        done.append(name)
+    """The ``badsad tables`` command: make tables ``names``, then re-render the README.
+
+    With several names and ``jobs`` > 1 every table's cells share one pool of ``jobs`` workers (submitted in the
+    order named: put the longest first), so no worker idles while another table has cells left; each table's
+    wall time is then counted from the shared start."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from .grid import _one_thread_worker, _pool_context
+
+    command = "badsad tables " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tables"] else None
+    work = Path(work)
+    if len(names) < 2 or jobs < 2:
+        for name in names:
+            make_table(name, work / name.split("_")[0], jobs=jobs, progress=progress, command=command)
+        done = list(names)
+    else:
+        done = []
+        with ProcessPoolExecutor(jobs, initializer=_one_thread_worker, mp_context=_pool_context()) as pool, \
+                ThreadPoolExecutor(len(names)) as threads:
+            futures = {}
+            for name in names:  # one at a time, so the pool's queue holds the tables in the order named
+                futures[threads.submit(make_table, name, work / name.split("_")[0], jobs, False, command,
+                                       pool)] = name
+                time.sleep(0.5)
+            for fut in as_completed(futures):
+                fut.result()
+                done.append(futures[fut])
+                if progress:
+                    print(f"made {futures[fut]}", flush=True)
     if readme is not None:
         write_text(readme, render_readme(readme.read_text()))
     return done

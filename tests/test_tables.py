@@ -27,7 +27,7 @@ def _shipped(name):
 def test_every_table_ships_with_the_command_commit_machine_and_seconds_that_made_it(name):
     assert (RESULTS / f"{name}.csv").exists()
     entry = json.loads(MANIFEST.read_text())[name]
-    assert entry["command"].startswith(f"badsad tables {name}")
+    assert entry["command"].startswith("badsad tables ") and name in entry["command"].split()
     assert len(entry["commit"]) == 40 and entry["machine"] and entry["wall_seconds"] >= 0
     assert entry["cells"] == len({s.key for s in TABLES[name].specs()})
     rows = results_table(name)
@@ -132,3 +132,23 @@ def test_mean_by_groups_on_several_columns_and_skips_empty_entries():
     assert std_by(rows, by="method", columns=("asr_after",))["badsad"]["asr_after"] == pytest.approx(0.1)
     text = course.format_table(means)
     assert "badsad / strip" in text and "n/a" in text
+
+
+def test_several_tables_share_one_pool_and_each_gets_its_csv_and_manifest_entry(tmp_path, monkeypatch):
+    from badsad_lib import tables
+    from badsad_lib.grid import make_specs
+    from badsad_lib.settings import DIGITS
+
+    fast = DIGITS.replace(epochs=4, ae_epochs=2)
+    monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(tables, "MANIFEST", tmp_path / "results" / "MANIFEST.json")
+    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(tables, "TABLES", {n: tables.ShippedTable(n, f"digits class {k}", lambda k=k: make_specs(
+        ["digits"], [k], [0], ["naive"], settings=fast)) for n, k in (("digits_a", 0), ("digits_b", 1))})
+    done = tables.main_tables(["digits_a", "digits_b"], tmp_path / "work", jobs=2, readme=None, progress=False)
+    assert sorted(done) == ["digits_a", "digits_b"]
+    entries = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())
+    assert set(entries) == {"digits_a", "digits_b"} and all(e["jobs"] == 2 and e["cells"] == 1 for e in entries.values())
+    for name, k in (("digits_a", 0), ("digits_b", 1)):
+        rows = tables.results_table(name)
+        assert [int(r["normal_class"]) for r in rows] == [k] and 0.5 < float(rows[0]["auc_clean_model"]) <= 1
