@@ -340,9 +340,9 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The code's commit: git's HEAD, else ``BADSAD_COMMIT`` (a copy of a commit run where there is no .git,
-    e.g. sent to a GPU machine), else "unknown"."""
-    return _git("rev-parse", "HEAD") or os.environ.get("BADSAD_COMMIT", "") or "unknown"
+    """The code's commit: ``BADSAD_COMMIT`` if set (a copy of a commit run elsewhere, e.g. sent to a GPU machine
+    with no .git or a stale one), else git's HEAD, else "unknown"."""
+    return os.environ.get("BADSAD_COMMIT", "") or _git("rev-parse", "HEAD") or "unknown"
 
 
 def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: str | None = None,
@@ -357,7 +357,7 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
     table = TABLES[name]
     specs = table.specs()
     # the code that makes the table: any change outside results/ means the commit alone does not reproduce it
-    dirty = bool(_git("status", "--porcelain", "--", ".", ":(exclude)results"))
+    dirty = bool(_git("status", "--porcelain", "--", ".", ":(exclude)results")) and "BADSAD_COMMIT" not in os.environ
     start = time.perf_counter()
     results = run_grid(specs, work, executor=executor, jobs=jobs, progress=progress)
     wall = time.perf_counter() - start
