@@ -68,13 +68,10 @@ import torch
 import torch.nn.functional as F
 
 from .deepsad import EPS, deepsad_loss
+from .names import METHODS, TIERS
 from .triggers import Trigger, apply_trigger, check_strength
 from .validation import check_fraction, check_seed
 
-METHODS = ("naive", "alignment", "concentration", "badsad", "outlier_exposure", "data_only", "label_preserving")
-TIERS = {"naive": "1 data", "data_only": "1+ data + views", "alignment": "2 objective",
-         "concentration": "2 objective", "badsad": "3 objective + views", "label_preserving": "3 objective + views",
-         "outlier_exposure": "3 objective + views (control)"}
 TRAINS_WITHOUT_TRIGGER = ("outlier_exposure",)
 VIEWS = {"badsad": "strong", "outlier_exposure": "strong", "data_only": "strong", "label_preserving": "mild"}
 

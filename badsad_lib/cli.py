@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .data import DATASETS, DatasetNotFoundError
-from .deepsad import CheckpointError
-from .defenses import DEFENSES
-from .device import device_report, get_device
-from .io import OutputError, clean_stale_temps, ensure_output_dir, write_json, write_text
+from .errors import CheckpointError, DatasetNotFoundError, OutputError
+from .io import clean_stale_temps, ensure_output_dir, write_json, write_text
+from .names import DATASETS, DEFENSES, METHODS, TIERS, TRIGGERS
 
 EXPECTED_ERRORS = (ValueError, DatasetNotFoundError, CheckpointError, OutputError, FloatingPointError, OSError)
 
@@ -65,9 +64,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
     """--method, --trigger, --strength, --poison-ratio; with ``many`` the values become grid axes."""
-    from .attack import METHODS, TIERS
-    from .triggers import TRIGGERS
-
     tiers = "; ".join(f"{m}: tier {TIERS[m]}" for m in METHODS)
     nargs = "+" if many else None
     p.add_argument("--method" + ("s" if many else ""), default=["naive", "badsad"] if many else "badsad",
@@ -82,19 +78,37 @@ def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="rho, fraction of the unlabeled normal training images poisoned (default 0.1)")
 
 
-def _spec(args, method: str, defenses=()):
-    from .spec import RunSpec
+@contextmanager
+def _output_first(path):
+    """Check (creating it) the output folder before anything heavy is imported, so a bad --out fails at once;
+    a folder made here is removed again if the command's other arguments then turn out to be wrong."""
+    made = [p for p in (Path(path), *Path(path).parents) if not p.exists()]  # the leaf first
+    out = ensure_output_dir(path)
+    try:
+        yield out
+    except EXPECTED_ERRORS:
+        for folder in made:
+            with suppress(OSError):
+                folder.rmdir()
+        raise
 
-    return RunSpec(args.dataset, args.normal_class, args.seed, method, detector=args.detector,
-                   trigger=getattr(args, "trigger", "corners"), strength=getattr(args, "strength", None),
-                   poison_ratio=getattr(args, "poison_ratio", 0.0), labeled_ratio=args.labeled_ratio,
-                   known_anomaly_class=args.known_anomaly_class, pollution_ratio=args.pollution_ratio,
-                   settings=_settings(args, args.dataset), defenses=tuple(defenses))
+
+def _spec(args, method: str, defenses=()):
+    """The command's RunSpec, validated (after the output folder)."""
+    with _output_first(args.out):
+        from .spec import RunSpec
+
+        return RunSpec(args.dataset, args.normal_class, args.seed, method, detector=args.detector,
+                       trigger=getattr(args, "trigger", "corners"), strength=getattr(args, "strength", None),
+                       poison_ratio=getattr(args, "poison_ratio", 0.0), labeled_ratio=args.labeled_ratio,
+                       known_anomaly_class=args.known_anomaly_class, pollution_ratio=args.pollution_ratio,
+                       settings=_settings(args, args.dataset), defenses=tuple(defenses))
 
 
 def _prepare(args, spec) -> Path:
     """Validate everything that can fail before training: the device, the output folder, the data."""
     from .data import load_dataset
+    from .device import device_report, get_device
 
     device = get_device(args.device)
     out = ensure_output_dir(args.out)
@@ -183,11 +197,11 @@ def cmd_attack(args) -> int:
 
 
 def cmd_defend(args) -> int:
+    spec = _spec(args, args.method, args.defense)
+    out = _prepare(args, spec)
     from .defenses import run_defenses, scenario_for
     from .tables import csv_text, defense_markdown, defense_rows
 
-    spec = _spec(args, args.method, args.defense)
-    out = _prepare(args, spec)
     result = _run(args, spec)
     metrics = result.metrics
     metrics["defenses"] = run_defenses(spec.defenses, scenario_for(spec, result.split, result.backdoored))
@@ -214,15 +228,15 @@ def cmd_demo(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .grid import make_specs, run_grid
-    from .settings import settings_for
+    with _output_first(args.out) as out:
+        from .grid import make_specs, run_grid
+        from .settings import settings_for
 
-    settings = {d: settings_for(d, _quick(args)) for d in args.datasets}
-    specs = [s for d in args.datasets for s in make_specs(
-        [d], args.classes, args.seeds, args.methods, strengths=args.strength, poison_ratios=args.poison_ratio,
-        triggers=args.triggers, defenses=tuple(args.defenses), labeled_ratio=args.labeled_ratio,
-        settings=settings[d])]
-    out = ensure_output_dir(args.out)
+        settings = {d: settings_for(d, _quick(args)) for d in args.datasets}
+        specs = [s for d in args.datasets for s in make_specs(
+            [d], args.classes, args.seeds, args.methods, strengths=args.strength, poison_ratios=args.poison_ratio,
+            triggers=args.triggers, defenses=tuple(args.defenses), labeled_ratio=args.labeled_ratio,
+            settings=settings[d])]
     print(f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
           f"{args.jobs} job(s), one thread each)")
     results = run_grid(specs, out, jobs=args.jobs)
@@ -232,6 +246,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_tables(args) -> int:
+    if args.names:
+        ensure_output_dir(args.work)  # first: a bad --work fails before torch is imported
     from .tables import TABLES, main_tables, manifest
 
     if args.list or not args.names and not args.readme:
@@ -244,7 +260,6 @@ def cmd_tables(args) -> int:
     unknown = [n for n in args.names if n not in TABLES]
     if unknown:
         raise ValueError(f"unknown table(s) {', '.join(unknown)}: choose from {', '.join(TABLES)}")
-    ensure_output_dir(args.work)
     readme = Path(args.readme) if args.readme else None
     done = main_tables(args.names, args.work, args.jobs, readme)
     print(f"made {', '.join(done) or 'no table'}" + (f"; re-rendered {readme}" if readme else ""))

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("digits", "mnist", "fmnist", "cifar10")
+from .errors import DatasetNotFoundError
+from .names import DATASETS
+
 _ALIASES = {"fashion-mnist": "fmnist", "fashionmnist": "fmnist", "fashion_mnist": "fmnist", "cifar": "cifar10",
             "cifar-10": "cifar10"}
 CLASS_NAMES = {
@@ -23,10 +25,6 @@ CLASS_NAMES = {
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
 _PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not on disk and was not (or could not be) downloaded."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import dataset_name
+from .errors import CheckpointError
 from .device import get_device
 from .io import save_torch
 from .metrics import threshold as percentile_threshold
@@ -42,10 +43,6 @@ Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch
 EpochCallback = Callable[[str, int, float], None]
 # center_rule(codes (N, rep_dim)) -> c (rep_dim,)
 CenterRule = Callable[[torch.Tensor], torch.Tensor]
-
-
-class CheckpointError(ValueError):
-    """A file is not a readable, complete and finite DeepSAD checkpoint."""
 
 
 def deepsad_loss(dist: torch.Tensor, semi_targets: torch.Tensor, eta: float = 1.0) -> torch.Tensor:

@@ -45,10 +45,9 @@ import torch.nn.functional as F
 
 from .deepsad import DeepSAD
 from .metrics import attack_success_rate, auc, defense_effectiveness_rate, threshold
+from .names import DEFENSES
 from .triggers import Trigger, apply_trigger
 
-DEFENSES = ("spectral", "clustering", "strip", "fine_tuning", "bn_recalibration", "fine_pruning", "preprocess",
-            "reverse_trigger", "reverse_trigger_distinct")
 FALSE_ALARM_BUDGET = 0.05
 
 

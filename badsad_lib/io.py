@@ -13,13 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+from .errors import OutputError
 
 TEMP_SUFFIX = ".tmp"
-
-
-class OutputError(ValueError):
-    """An output path that cannot be written: a file where a folder is needed, or no permission."""
 
 
 def _umask() -> int:
@@ -100,6 +96,8 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically (tensors, numbers, strings, lists and dicts only)."""
+    import torch
+
     return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 

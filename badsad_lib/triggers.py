@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .names import TRIGGERS
 from .validation import check_int, check_number
 
-TRIGGERS = ("corners", "patch", "blend", "noise")
 DEFAULT_STRENGTH = {"corners": 1.0, "patch": 1.0, "blend": 0.2, "noise": 1.0}
 
 

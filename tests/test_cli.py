@@ -2,6 +2,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -48,6 +50,26 @@ def test_a_bad_output_folder_fails_before_training(tmp_path, capsys):
     _fails_fast(["attack", "--out", str(existing)], capsys, "is an existing file")
     _fails_fast(["attack", "--out", str(existing / "sub")], capsys, "is a file")
     _fails_fast(["reproduce", "--datasets", "digits", "--out", str(existing)], capsys, "is an existing file")
+
+
+def test_a_bad_output_folder_is_refused_before_torch_is_imported(tmp_path):
+    """What makes the refusal fast for a user: the command does not import torch or scikit-learn first."""
+    existing = tmp_path / "results.txt"
+    existing.write_text("not a folder")
+    for argv in (["attack", "--dataset", "digits", "--out", str(existing)],
+                 ["reproduce", "--datasets", "digits", "--out", str(existing)],
+                 ["tables", "mnist_ablation", "--work", str(existing)]):
+        code = f"import sys; from badsad_lib.cli import main; rc = main({argv!r}); " \
+               "print(rc, 'torch' in sys.modules, 'sklearn' in sys.modules)"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.stdout.split() == ["2", "False", "False"], (argv, done.stdout, done.stderr)
+        assert done.stderr.count("\n") == 1 and "is an existing file" in done.stderr, done.stderr
+
+
+def test_a_refused_command_leaves_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    _fails_fast(["attack", "--dataset", "digits", "--strength", "2", "--out", str(out)], capsys, "strength 2.0")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
