@@ -160,14 +160,15 @@ def _one_thread_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _pool_context():
-    """How worker processes start: forked on the CPU (fast), spawned when CUDA is there (a forked child
-    cannot use CUDA once the parent has touched it)."""
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """``jobs`` local worker processes, one thread each: forked on the CPU (fast), spawned when CUDA is there
+    (a forked child cannot use CUDA once the parent has touched it)."""
     import multiprocessing
 
     import torch
 
-    return multiprocessing.get_context("spawn") if torch.cuda.is_available() else None
+    context = multiprocessing.get_context("spawn") if torch.cuda.is_available() else None
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_worker, mp_context=context)
 
 
 def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,
@@ -183,7 +184,7 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
     todo = [s for s in specs if not cell_path(out, s).exists()]
     own = executor is None and jobs > 1
     if own:
-        executor = ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_worker, mp_context=_pool_context())
+        executor = worker_pool(jobs)
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="grid cells", disable=not progress)
     waiting = []
     try:

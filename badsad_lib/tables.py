@@ -540,9 +540,9 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
     With several names and ``jobs`` > 1 every table's cells share one pool of ``jobs`` workers (submitted in the
     order named: put the longest first), so no worker idles while another table has cells left; each table's
     wall time is then counted from the shared start."""
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-    from .grid import _one_thread_worker, _pool_context
+    from .grid import worker_pool
 
     command = "badsad tables " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tables"] else None
     work = Path(work)
@@ -552,8 +552,7 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
         done = list(names)
     else:
         done = []
-        with ProcessPoolExecutor(jobs, initializer=_one_thread_worker, mp_context=_pool_context()) as pool, \
-                ThreadPoolExecutor(len(names)) as threads:
+        with worker_pool(jobs) as pool, ThreadPoolExecutor(len(names)) as threads:
             futures = {}
             for name in names:  # one at a time, so the pool's queue holds the tables in the order named
                 futures[threads.submit(make_table, name, work / name.split("_")[0], jobs, False, command,
