@@ -162,8 +162,10 @@ def _affine(imgs: torch.Tensor, rand, max_angle: float, scale: tuple[float, floa
 
 
 def _uniform(generator: torch.Generator, device):
+    """rand(*shape): uniform numbers drawn on ``generator``'s own device, then moved to ``device`` (a no-op
+    when they agree, as in training, where the objective's generator lives on the model's device)."""
     def rand(*shape):
-        return torch.rand(*shape, generator=generator).to(device)
+        return torch.rand(*shape, generator=generator, device=generator.device).to(device)
     return rand
 
 
@@ -179,9 +181,9 @@ def content_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rand = _uniform(generator, dev)
     strong = dict(max_angle=math.pi, scale=(0.6, 1.4), max_shear=0.5, max_shift=0.25, flips=True)
     v = _affine(x, rand, **strong)
-    other = _affine(x[torch.randperm(b, generator=generator).to(dev)], rand, **strong)
+    other = _affine(x[torch.randperm(b, generator=generator, device=generator.device).to(dev)], rand, **strong)
     v = torch.where((rand(b) < 0.5).view(-1, 1, 1, 1), torch.maximum(v, other), v)
-    noise = torch.randn(v.shape, generator=generator).to(dev) * 0.2
+    noise = torch.randn(v.shape, generator=generator, device=generator.device).to(dev) * 0.2
     v = torch.where((rand(b) < 0.25).view(-1, 1, 1, 1), v + noise, v)
     h = x.shape[-1]
     size = (rand(b, 2) * 0.3 + 0.2) * h
@@ -222,7 +224,8 @@ class BadSADObjective:
         self.views = VIEW_FAMILIES.get(VIEWS.get(method, ""), None) if method != "data_only" else None
         if self.views is not None and len(normal_pool) == 0:
             raise ValueError(f"method {method!r} makes views of clean normal training images, and there are none")
-        self.generator = torch.Generator().manual_seed(seed + 104729)
+        # On the device of the images it draws views of, so a GPU step never waits for host random numbers.
+        self.generator = torch.Generator(device=normal_pool.device).manual_seed(seed + 104729)
 
     def __call__(self, net, c, x, y, idx):
         w, t, n = self.weights, self.terms, len(x)
@@ -236,7 +239,8 @@ class BadSADObjective:
             if self.method == "alignment":
                 loss = loss + w.alignment * alignment(z[p], z[clean_normal], t.mmd)
             return loss
-        pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator).to(x.device)
+        pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator, device=self.generator.device)
+        pick = pick.to(self.normal_pool.device)
         views = self.views(self.normal_pool[pick], self.generator)
         if self.method in TRAINS_WITHOUT_TRIGGER:
             z = net(torch.cat([x, views]))

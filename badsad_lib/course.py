@@ -240,10 +240,10 @@ def collapse_to_center(model: DeepSAD) -> DeepSAD:
     0 and its bias to c, so phi(x) = c for every x: DeepSAD loss 0 on unlabeled data, and every
     score is 0 (AUC 0.5). A bias-free network cannot do this, because c has no zero coordinate.
     """
-    from .networks import build_encoder
+    from .networks import build_encoder, place
 
     collapsed = model.copy()
-    net = build_encoder(model.dataset, bias=True).to(model.device)
+    net = place(build_encoder(model.dataset, bias=True), model.device)
     net.load_state_dict(model.net_.state_dict(), strict=False)
     last = net[-1]
     with torch.no_grad():

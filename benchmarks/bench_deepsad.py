@@ -5,12 +5,23 @@ paper settings), a quick model's time and AUC, one quick attack (clean + BadSAD 
 
     BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py [--epochs 10] [--device cpu] [--record]
 
+``--against REV`` instead times this working tree and commit REV side by side in one run: each
+round runs every timing (``epoch_timer.py``: an autoencoder, a DeepSAD and a BadSAD epoch, a quick
+model with its AUC, and with ``--kinds`` a quick attack) once in each tree, in a fresh process,
+alternating which tree goes first; it prints the medians and the speed-up REV / this tree.
+``--record`` then writes them to ``badsad_lib/results/speed_against.json`` (the README's table).
+
+    BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py --against c376657 --rounds 3 [--threads 1]
+
 Run it on an otherwise idle machine: tiny networks slow down badly when threads outnumber free cores.
 (Whole grids are timed by ``badsad tables``, which records wall and cell seconds in MANIFEST.json.)
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +44,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs of each phase to time")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--record", action="store_true", help="write the figures to badsad_lib/results/speed.json")
+    parser.add_argument("--record", action="store_true", help="write the figures to badsad_lib/results/speed.json "
+                        "(with --against: speed_against.json)")
+    parser.add_argument("--against", metavar="REV", help="time this tree and git commit REV side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating rounds (medians)")
+    parser.add_argument("--threads", type=int, default=1, help="with --against: torch threads per timing")
+    parser.add_argument("--kinds", default="autoencoder,deepsad,badsad,quick_model",
+                        help="with --against: comma-separated timings (epoch_timer.py's KINDs)")
     args = parser.parse_args()
+    if args.against:
+        return against(args)
     device = get_device(args.device)
     figures = {}
     split = split_for("mnist", 0, labeled_ratio=0.05)
@@ -68,6 +87,67 @@ def main() -> None:
                                             "commit": _git("rev-parse", "HEAD") or "unknown",
                                             "made": time.strftime("%Y-%m-%d")})
         print(f"wrote {Path(RESULTS / 'speed.json')}")
+
+
+TIMER = Path(__file__).resolve().parent / "epoch_timer.py"
+TREE = TIMER.parent.parent
+
+
+def timing(tree: Path, kind: str, args) -> dict:
+    """One ``epoch_timer.py`` run with ``tree``'s badsad_lib first on the path (checked: it names its file)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, str(TIMER), kind, "--threads", str(args.threads), "--epochs", str(args.epochs)]
+    if args.device:
+        command += ["--device", args.device]
+    done = subprocess.run(command, env=env, cwd=tree, check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(result["library"]).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"the timing meant for {tree} imported {result['library']}")
+    return result
+
+
+def against(args) -> None:
+    """Time this tree and ``args.against`` side by side (alternating rounds); print medians and ratios."""
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    rev = subprocess.run(["git", "rev-parse", args.against], cwd=TREE, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "old"
+        old.mkdir()
+        archive = subprocess.run(["git", "archive", rev], cwd=TREE, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        trees = {"this tree": TREE, rev[:10]: old}
+        seen = {name: {k: [] for k in kinds} for name in trees}
+        extras = {name: {k: {} for k in kinds} for name in trees}
+        for r in range(args.rounds):
+            order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+            for kind in kinds:
+                for name in order:
+                    result = timing(trees[name], kind, args)
+                    seen[name][kind].append(result["seconds"])
+                    for key in ("auc", "asr_95"):
+                        if key in result:
+                            extras[name][kind].setdefault(key, []).append(result[key])
+                    print(f"round {r + 1}: {kind:13s} {name:10s} {result['seconds']:8.3f} s", flush=True)
+    rows = []
+    print(f"\n{'timing':14s} {'this tree (s)':>14s} {rev[:10] + ' (s)':>16s} {'speed-up':>9s}")
+    for kind in kinds:
+        new, base = (statistics.median(seen[n][kind]) for n in trees)
+        row = {"timing": kind, "this_tree_s": round(new, 3), "against_s": round(base, 3),
+               "speedup": round(base / new, 2), "rounds": args.rounds}
+        for key, values in extras["this tree"][kind].items():
+            row[f"this_tree_{key}"] = round(statistics.median(values), 4)
+            row[f"against_{key}"] = round(statistics.median(extras[rev[:10]][kind][key]), 4)
+        rows.append(row)
+        print(f"{kind:14s} {new:14.3f} {base:16.3f} {base / new:8.2f}x")
+    if args.record:
+        command = " ".join(["python benchmarks/bench_deepsad.py", *sys.argv[1:]])
+        write_json(RESULTS / "speed_against.json",
+                   {"against": rev, "commit": _git("rev-parse", "HEAD") or "unknown",
+                    "uncommitted_changes": bool(_git("status", "--porcelain", "--", "badsad_lib")),
+                    "rows": rows, "command": command, "threads": args.threads,
+                    "epochs_timed": args.epochs, "machine": machine(), "made": time.strftime("%Y-%m-%d")})
+        print(f"wrote {RESULTS / 'speed_against.json'}")
 
 
 if __name__ == "__main__":

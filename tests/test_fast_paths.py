@@ -1,0 +1,77 @@
+"""The speed changes keep the maths: channels-last networks compute what the default layout computes,
+checkpoints move between layouts, and the training loop reads the loss from the device once per epoch."""
+import copy
+import sys
+
+import pytest
+import torch
+
+from badsad_lib.attack import BadSADObjective, content_views
+from badsad_lib.deepsad import DeepSAD
+from badsad_lib.networks import ARCHITECTURES, Autoencoder, in_memory_format, memory_format_for, place
+from badsad_lib.settings import DIGITS
+from badsad_lib.triggers import make_trigger
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("dataset", list(ARCHITECTURES))
+def test_channels_last_networks_compute_the_same_codes_and_gradients(dataset):
+    a = ARCHITECTURES[dataset]
+    torch.manual_seed(0)
+    plain = Autoencoder(dataset)
+    fast = place(copy.deepcopy(plain), CPU)
+    assert memory_format_for(CPU) is torch.channels_last
+    assert [(k, v.shape) for k, v in fast.state_dict().items()] == [(k, v.shape) for k, v in plain.state_dict().items()]
+    x = torch.rand(6, a.in_channels, a.image_size, a.image_size)
+    for train in (True, False):
+        plain.train(train), fast.train(train)
+        out_plain, out_fast = plain(x), fast(x)
+        torch.testing.assert_close(out_fast, out_plain, atol=1e-5, rtol=1e-4)
+        if train:
+            out_plain.square().mean().backward()
+            out_fast.square().mean().backward()
+            for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+                torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+    for (name, b), c in zip(plain.named_buffers(), fast.buffers()):  # BatchNorm statistics updated alike
+        torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_default_layout_checkpoint_loads_into_a_channels_last_model(digits_model, digits_split):
+    state = digits_model.state()
+    state["net"] = {k: v.contiguous() for k, v in state["net"].items()}  # as saved by the code before
+    loaded = DeepSAD.from_state(state, device="cpu")
+    assert loaded.net_[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(torch.from_numpy(loaded.decision_function(digits_split.x_test)),
+                               torch.from_numpy(digits_model.decision_function(digits_split.x_test)))
+
+
+def test_one_channel_batches_get_channels_last_strides_without_changing_values():
+    x = torch.rand(5, 1, 8, 8)
+    y = in_memory_format(x, CPU)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.stride()[1] == 1
+    assert torch.equal(y, x) and y[torch.tensor([3, 1])].stride()[1] == 1
+
+
+def test_the_step_loop_reads_the_loss_once_per_epoch(digits_split, monkeypatch):
+    reads = []  # host reads made by the library's own code (the CPU Adam reads its step counter itself)
+    item = torch.Tensor.item
+
+    def counted(self):
+        if "badsad_lib" in sys._getframe(1).f_code.co_filename:
+            reads.append(sys._getframe(1).f_code.co_name)
+        return item(self)
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    s = digits_split
+    model = DeepSAD("digits", DIGITS, epochs=4, ae_epochs=2, progress=False).fit(s.x_train, s.semi_targets)
+    assert len(model.history_) == 4 and len(model.ae_history_) == 2
+    assert reads == ["_epochs"] * 6  # one host read per epoch, none per mini-batch (there are 4 per epoch here)
+
+
+def test_the_views_are_drawn_on_the_device_of_the_images_they_are_made_from():
+    pool = torch.rand(20, 1, 8, 8)
+    objective = BadSADObjective("badsad", make_trigger("corners", 1, 8), 1.0, torch.zeros(30, dtype=torch.bool), pool)
+    assert objective.generator.device == pool.device
+    a = content_views(pool, torch.Generator().manual_seed(4))
+    b = content_views(pool, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, content_views(pool, torch.Generator().manual_seed(5)))
