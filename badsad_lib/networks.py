@@ -132,8 +132,17 @@ def place(module: nn.Module, device) -> nn.Module:
     put in that format on every call (a forward pre-hook; the state dict is unchanged). In place; returns it."""
     module.to(device=device, memory_format=memory_format_for(device))
     if memory_format_for(device) is not torch.contiguous_format:
-        module.register_forward_pre_hook(lambda m, args: (in_memory_format(args[0], device), *args[1:]))
+        module.register_forward_pre_hook(_InputFormat(torch.device(device)))
     return module
+
+
+@dataclass(frozen=True)
+class _InputFormat:
+    """Forward pre-hook of ``place``: the first input in the device's memory format (picklable, unlike a lambda)."""
+    device: torch.device
+
+    def __call__(self, module, args):
+        return (in_memory_format(args[0], self.device), *args[1:])
 
 
 def has_bias(module: nn.Module) -> bool:

@@ -489,6 +489,24 @@ def readme_speed() -> str:
     return "\n".join(lines)
 
 
+def readme_speed_against() -> str:
+    """The side-by-side timings of ``bench_deepsad.py --against``: this code against an earlier commit."""
+    speed = json.loads((RESULTS / "speed_against.json").read_text())
+    old = speed["against"][:7]
+    lines = [f"| timing | this code (s) | {old} (s) | speed-up |", "|---|---|---|---|"]
+    for row in speed["rows"]:
+        extra = "".join(f"; {key.replace('this_tree_', '')} {row[key]:.3f} vs {row[key.replace('this_tree', 'against')]:.3f}"
+                        for key in row if key.startswith("this_tree_") and key != "this_tree_s")
+        lines.append(f"| {row['timing']}{extra} | {row['this_tree_s']:.3f} | {row['against_s']:.3f} | "
+                     f"{row['speedup']:.2f}x |")
+    lines.append(f"\nMedians of {speed['rows'][0]['rounds']} alternating rounds, {speed['threads']} thread(s), "
+                 f"epochs at the paper's settings (MNIST class 0, batch 128, median of {speed['epochs_timed']} "
+                 f"after a warm-up epoch). Machine: {speed['machine']}; `{speed['command']}` at commit "
+                 f"{speed['commit'][:10]}{' (+ uncommitted changes)' if speed['uncommitted_changes'] else ''}, "
+                 f"{speed['made']}.")
+    return "\n".join(lines)
+
+
 def readme_grids() -> str:
     """How long each shipped table took to make, from the manifest."""
     lines = ["| table | cells | made by | commit | wall time | summed cell time |", "|---|---|---|---|---|---|"]
@@ -514,7 +532,8 @@ README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: read
                  "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
                  "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
-                 "mnist_defenses": readme_defenses, "speed": readme_speed, "grids": readme_grids}
+                 "mnist_defenses": readme_defenses, "speed": readme_speed,
+                 "speed_against": readme_speed_against, "grids": readme_grids}
 _BLOCK = re.compile(r"(<!-- begin table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end table (?P=name) -->)", re.S)
 
 
