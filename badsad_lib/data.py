@@ -1,6 +1,11 @@
-"""Datasets as in-memory float tensors, and the one-class semi-supervised split (DESIGN 2.1, 3).
+"""Datasets as in-memory float tensors, and the one-class semi-supervised split.
 
 Every image tensor is float32 in [0, 1], shaped (N, C, H, W). Labels are int64 class ids.
+
+Files under the data root are not trusted: CIFAR-10's pickled batches are read by an unpickler
+that builds plain containers and numpy arrays and nothing else (a batch that names any other
+callable is refused, never run), and every file's image and label counts, shapes, dtypes and label
+range are checked. A file that fails is a ``DatasetCorruptError`` naming it and what is wrong.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DatasetNotFoundError
+from .errors import DatasetCorruptError, DatasetNotFoundError
 from .names import DATASETS
 
 _ALIASES = {"fashion-mnist": "fmnist", "fashionmnist": "fmnist", "fashion_mnist": "fmnist", "cifar": "cifar10",
@@ -97,16 +102,74 @@ def _missing(name: str, root: Path, looked_for: Path) -> DatasetNotFoundError:
         f"(command line: --download), which needs a network.")
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _corrupt(path: Path, why: str) -> DatasetCorruptError:
+    return DatasetCorruptError(f"{path} {why}; replace it with the original file (or a complete copy)")
+
+
+def _read_idx(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """An IDX file of unsigned bytes whose dimensions after the first are ``shape[1:]`` (``shape[0]`` is -1)."""
     raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise ValueError(f"{path} is not an uncompressed IDX file of unsigned bytes")
+        raise _corrupt(path, f"is not an uncompressed IDX file of unsigned bytes ({len(raw)} bytes, "
+                             f"first {raw[:4].hex() or 'none'}, expected 000008..)")
     ndim = raw[3]
+    if ndim != len(shape):
+        raise _corrupt(path, f"has {ndim} dimensions where {len(shape)} are expected")
+    if len(raw) < 4 + 4 * ndim:
+        raise _corrupt(path, f"is truncated inside its header ({len(raw)} bytes)")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if tuple(dims[1:]) != tuple(shape[1:]):
+        raise _corrupt(path, f"holds items of shape {tuple(dims[1:])}, expected {tuple(shape[1:])}")
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values")
+        raise _corrupt(path, f"is truncated or padded: its header says {dims}, found {data.size} values")
+    if dims[0] == 0:
+        raise _corrupt(path, "holds no items")
     return data.reshape(dims)
+
+
+def _checked_labels(path: Path, labels: np.ndarray, n_images: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n_images:
+        raise _corrupt(path, f"holds {labels.size} labels for {n_images} images")
+    if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 9:
+        raise _corrupt(path, f"holds labels outside the class ids 0-9 (dtype {labels.dtype}, "
+                             f"range {labels.min()}..{labels.max()})")
+    return labels.astype(np.int64)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, bytes, numbers and numpy arrays; any other global is refused, not loaded."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
+               ("_codecs", "encode")}  # how protocol-2 pickles of Python 3 store bytes: str -> bytes, nothing else
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 3, 32, 32) uint8, labels (n,) int64) from one CIFAR-10 python batch file."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _CifarUnpickler(fh, encoding="latin1").load()
+    except Exception as err:  # anything the bytes can provoke means: not a CIFAR-10 batch
+        raise _corrupt(path, f"is not a readable CIFAR-10 batch ({type(err).__name__}: {err})") from None
+    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+        found = sorted(map(str, batch))[:5] if isinstance(batch, dict) else type(batch).__name__
+        raise _corrupt(path, f"is not a CIFAR-10 batch: a dict with 'data' and 'labels' expected, found {found}")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
+            or len(data) == 0:
+        what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise _corrupt(path, f"holds {what} as 'data'; expected a non-empty uint8 array of shape (n, 3072)")
+    labels = batch["labels"]
+    if not isinstance(labels, (list, np.ndarray)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+        raise _corrupt(path, "holds 'labels' that are not a list of class ids")
+    return data.reshape(-1, 3, 32, 32), _checked_labels(path, np.asarray(labels, dtype=np.int64), len(data))
 
 
 def _load_idx(name: str, root: Path) -> ImageData:
@@ -116,8 +179,8 @@ def _load_idx(name: str, root: Path) -> ImageData:
         for f in (img_file, lbl_file):
             if not (folder / f).is_file():
                 raise _missing(name, root, folder / f)
-        images = _read_idx(folder / img_file)
-        labels = _read_idx(folder / lbl_file)
+        images = _read_idx(folder / img_file, (-1, 28, 28))
+        labels = _checked_labels(folder / lbl_file, _read_idx(folder / lbl_file, (-1,)), len(images))
         arrays[split] = (torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
                          torch.from_numpy(labels.astype(np.int64)))
     return ImageData(name, arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1])
@@ -133,10 +196,9 @@ def _load_cifar10(root: Path) -> ImageData:
         for f in files:
             if not (folder / f).is_file():
                 raise _missing("cifar10", root, folder / f)
-            with open(folder / f, "rb") as fh:
-                batch = pickle.load(fh, encoding="latin1")  # CIFAR-10's own distribution format
-            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch["labels"], dtype=np.int64))
+            images, labels = _read_cifar_batch(folder / f)
+            xs.append(images)
+            ys.append(labels)
         out[split] = (torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0),
                       torch.from_numpy(np.concatenate(ys)))
     return ImageData("cifar10", out["train"][0], out["train"][1], out["test"][0], out["test"][1])
@@ -157,7 +219,7 @@ def _download(name: str, root: Path) -> None:
 
 @dataclass
 class OneClassSplit:
-    """The semi-supervised one-class split of DESIGN 2.1.
+    """The semi-supervised one-class split (Ruff et al., ICLR 2020, section 4: gamma_l, gamma_p).
 
     ``semi_targets``: 0 = unlabeled, +1 = labeled normal, -1 = labeled anomaly (reference convention).
     ``y_test``: 0 = normal class, 1 = any other class.

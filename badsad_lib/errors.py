@@ -9,6 +9,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not on disk and was not (or could not be) downloaded."""
 
 
+class DatasetCorruptError(ValueError):
+    """A dataset file is on disk but is not what its name says (garbage, truncated, inconsistent or unsafe)."""
+
+
 class CheckpointError(ValueError):
     """A file is not a readable, complete and finite DeepSAD checkpoint."""
 

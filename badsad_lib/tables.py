@@ -489,21 +489,27 @@ def readme_speed() -> str:
     return "\n".join(lines)
 
 
+TIMING_LABELS = {"autoencoder": "autoencoder epoch", "deepsad": "DeepSAD epoch",
+                 "badsad": "BadSAD epoch (views, 3n forward pass)", "quick_model": "one quick model (10 + 20 epochs)",
+                 "quick_attack": "one quick attack (clean + BadSAD model)"}
+
+
 def readme_speed_against() -> str:
     """The side-by-side timings of ``bench_deepsad.py --against``: this code against an earlier commit."""
     speed = json.loads((RESULTS / "speed_against.json").read_text())
     old = speed["against"][:7]
     lines = [f"| timing | this code (s) | {old} (s) | speed-up |", "|---|---|---|---|"]
     for row in speed["rows"]:
-        extra = "".join(f"; {key.replace('this_tree_', '')} {row[key]:.3f} vs {row[key.replace('this_tree', 'against')]:.3f}"
+        extra = "".join(f"; its {key.replace('this_tree_', '').upper().replace('_', '@')} {row[key]:.3f} vs "
+                        f"{row[key.replace('this_tree', 'against')]:.3f}"
                         for key in row if key.startswith("this_tree_") and key != "this_tree_s")
-        lines.append(f"| {row['timing']}{extra} | {row['this_tree_s']:.3f} | {row['against_s']:.3f} | "
+        lines.append(f"| {TIMING_LABELS.get(row['timing'], row['timing'])}{extra} | {row['this_tree_s']:.3f} | {row['against_s']:.3f} | "
                      f"{row['speedup']:.2f}x |")
     lines.append(f"\nMedians of {speed['rows'][0]['rounds']} alternating rounds, {speed['threads']} thread(s), "
                  f"epochs at the paper's settings (MNIST class 0, batch 128, median of {speed['epochs_timed']} "
                  f"after a warm-up epoch). Machine: {speed['machine']}; `{speed['command']}` at commit "
                  f"{speed['commit'][:10]}{' (+ uncommitted changes)' if speed['uncommitted_changes'] else ''}, "
-                 f"{speed['made']}.")
+                 f"{speed['made']}." + (f" {speed['note']}" if speed.get("note") else ""))
     return "\n".join(lines)
 
 

@@ -144,7 +144,7 @@ def against(args) -> None:
         command = " ".join(["python benchmarks/bench_deepsad.py", *sys.argv[1:]])
         write_json(RESULTS / "speed_against.json",
                    {"against": rev, "commit": _git("rev-parse", "HEAD") or "unknown",
-                    "uncommitted_changes": bool(_git("status", "--porcelain", "--", "badsad_lib")),
+                    "uncommitted_changes": bool(_git("status", "--porcelain", "--", ".", ":(exclude)results")),
                     "rows": rows, "command": command, "threads": args.threads,
                     "epochs_timed": args.epochs, "machine": machine(), "made": time.strftime("%Y-%m-%d")})
         print(f"wrote {RESULTS / 'speed_against.json'}")
