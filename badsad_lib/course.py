@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from .data import DatasetNotFoundError, OneClassSplit, load_dataset
-from .deepsad import CheckpointError, DeepSAD, center_from, deepsad_loss
+from .cache import identity, load_trained_for, save_trained_for
+from .deepsad import DeepSAD, center_from, deepsad_loss
 from .device import device_report, get_device
 from .experiments import backdoor_metrics, make_detector, split_of, train_attacked
 from .io import clean_stale_temps
@@ -152,22 +153,20 @@ def _cached(spec: RunSpec, train, learner: dict | None = None, what: str = "mode
     extra = "".join(f"_{name}-{function_digest(fn)}" for name, fn in sorted(learner.items()))
     folder = cache_dir()
     path = folder / f"{spec.model_key}_{_source_hash()[:10]}{extra}.pt"
-    if path.exists():
-        try:
-            model = DeepSAD.load(path, device=get_device())
-            print(f"{what}: loaded from the cache ({path.name})")
-            return model
-        except CheckpointError:
-            path.unlink()
+    wanted = identity(run=spec.canonical(), code=_source_hash(), learner=extra)
+    model = load_trained_for(path, wanted, device=get_device())
+    if model is not None:
+        print(f"{what}: loaded from the cache ({path.name})")
+        return model
     seconds = TRAINING_SECONDS.get((spec.dataset, spec.settings.name))
     estimate = f", about {seconds * (2 if spec.attacked else 1)} s on a 2-core CPU" if seconds else ""
     print(f"{what}: training ({spec.describe()}{estimate}; progress below)...", flush=True)
     start = time.perf_counter()
     model = train()
     print(f"{what}: trained in {time.perf_counter() - start:.0f} s and cached", flush=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(folder)
-    model.save(path)
+    if folder.is_dir():
+        clean_stale_temps(folder)
+    save_trained_for(model, path, wanted)
     return model
 
 

@@ -103,6 +103,7 @@ class DeepSAD:
         self.history_: list[float] = []
         self.ae_history_: list[float] = []
         self.fit_seconds_: float | None = None
+        self.trained_for_: str | None = None  # the run a cached checkpoint was trained for (badsad_lib.cache)
 
     @property
     def encoder(self) -> nn.Module:
@@ -301,7 +302,8 @@ class DeepSAD:
                 "settings": self.settings.to_dict(), "q": self.q, "bias": self.bias, "seed": self.seed,
                 "net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()},
                 "c": self.c_.detach().cpu(), "threshold": self.threshold_,
-                "history": list(self.history_), "ae_history": list(self.ae_history_)}
+                "history": list(self.history_), "ae_history": list(self.ae_history_),
+                "trained_for": self.trained_for_}
 
     def save(self, path) -> None:
         """Write the fitted model to ``path`` atomically (loadable with weights_only=True)."""
@@ -310,6 +312,7 @@ class DeepSAD:
     @classmethod
     def load(cls, path, device=None) -> "DeepSAD":
         """Load a model saved by ``save``; only tensors and plain values are read (weights_only=True)."""
+        _check_size(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -326,16 +329,22 @@ class DeepSAD:
         try:
             model = kind(state["dataset"], TrainingSettings.from_dict(state["settings"]), q=state["q"],
                          bias=state["bias"], seed=state["seed"], device=device, progress=False)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise CheckpointError(f"{source}: its settings are not valid ({err})") from err
         model.net_ = place(build_encoder(model.dataset, model.bias), model.device)
-        try:
-            model.net_.load_state_dict(state["net"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{source}: its weights do not fit a {model.dataset} network ({err})") from err
+        expected = {k: tuple(v.shape) for k, v in model.net_.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state["net"].items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+            name = wrong[0]
+            raise CheckpointError(f"{source}: its weights do not fit a {model.dataset} network (bias={model.bias}): "
+                                  f"{name!r} is {found.get(name, 'missing')}, the network has "
+                                  f"{expected.get(name, 'no such weight')}")
+        model.net_.load_state_dict(state["net"])
         model.c_ = state["c"].float().to(model.device)
         model.threshold_ = None if state["threshold"] is None else float(state["threshold"])
         model.history_, model.ae_history_ = list(state["history"]), list(state["ae_history"])
+        model.trained_for_ = state.get("trained_for")
         model.net_.eval()
         return model
 
@@ -359,8 +368,38 @@ _STATE_KEYS = ("format", "detector", "dataset", "settings", "q", "bias", "seed",
                "ae_history")
 
 
+MAX_CHECKPOINT_BYTES = 64 * 2**20  # the largest real checkpoint (CIFAR-10's encoder) is about 2 MB
+
+
+def _check_size(path) -> None:
+    """Refuse a checkpoint whose file, or whose zip members once unpacked, exceed MAX_CHECKPOINT_BYTES,
+    before anything is allocated for it (a small compressed file can unpack to gigabytes)."""
+    import os
+    import stat
+    import zipfile
+
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path} is not a regular file (a folder, pipe or device); a checkpoint is a file")
+    unpacked = info.st_size
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                unpacked = sum(member.file_size for member in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a readable checkpoint (its zip archive: {err})") from err
+    if max(unpacked, info.st_size) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path} would take {max(unpacked, info.st_size) / 2**20:.0f} MB to read, more than "
+                              f"the {MAX_CHECKPOINT_BYTES // 2**20} MB any BadSAD checkpoint needs; refused unread")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _validated_state(state, source: str) -> dict:
-    """The checkpoint ``state`` if it is complete and finite; else a CheckpointError naming what is wrong."""
+    """The checkpoint ``state`` if every field has the type and range it should; else a CheckpointError naming
+    the first that does not (weight names and shapes are checked against the architecture in ``from_state``)."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{source} is not a BadSAD DeepSAD checkpoint: format {FORMAT!r} expected, "
@@ -368,13 +407,26 @@ def _validated_state(state, source: str) -> dict:
     missing = [k for k in _STATE_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{source} is incomplete: it lacks {', '.join(missing)}")
-    if state["detector"] not in DETECTORS:
+    if not isinstance(state["detector"], str) or state["detector"] not in DETECTORS:
         raise CheckpointError(f"{source}: unknown detector {state['detector']!r}; expected one of {', '.join(DETECTORS)}")
-    if state["dataset"] not in ARCHITECTURES:
-        raise CheckpointError(f"{source}: unknown dataset {state['dataset']!r}")
+    if not isinstance(state["dataset"], str) or state["dataset"] not in ARCHITECTURES:
+        raise CheckpointError(f"{source}: unknown dataset {state['dataset']!r}; expected one of "
+                              f"{', '.join(ARCHITECTURES)}")
+    if not isinstance(state["settings"], dict):
+        raise CheckpointError(f"{source}: 'settings' must be a mapping, found {type(state['settings']).__name__}")
+    for key in ("milestones", "ae_milestones"):
+        if not isinstance(state["settings"].get(key), (list, tuple)):
+            raise CheckpointError(f"{source}: settings {key!r} must be a list of epochs, "
+                                  f"found {state['settings'].get(key)!r}")
+    if not _is_number(state["q"]):
+        raise CheckpointError(f"{source}: the percentile q {state['q']!r} is not a number")
+    if not isinstance(state["bias"], bool):
+        raise CheckpointError(f"{source}: 'bias' must be true or false, found {state['bias']!r}")
+    if isinstance(state["seed"], bool) or not isinstance(state["seed"], int):
+        raise CheckpointError(f"{source}: the seed {state['seed']!r} is not a whole number")
     net = state["net"]
-    if not isinstance(net, dict) or not all(isinstance(v, torch.Tensor) for v in net.values()):
-        raise CheckpointError(f"{source}: 'net' must map layer names to tensors")
+    if not isinstance(net, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in net.items()):
+        raise CheckpointError(f"{source}: 'net' must map layer names (strings) to tensors")
     for name, tensor in net.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{source}: weight {name!r} holds NaN or infinite values")
@@ -384,9 +436,11 @@ def _validated_state(state, source: str) -> dict:
     if not torch.isfinite(c).all():
         raise CheckpointError(f"{source}: the center c holds NaN or infinite values")
     tau = state["threshold"]
-    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau)):
+    if tau is not None and (not _is_number(tau) or not math.isfinite(tau)):
         raise CheckpointError(f"{source}: the threshold {tau!r} is not a finite number")
     for key in ("history", "ae_history"):
-        if not isinstance(state[key], list) or not all(isinstance(v, (int, float)) for v in state[key]):
+        if not isinstance(state[key], list) or not all(_is_number(v) for v in state[key]):
             raise CheckpointError(f"{source}: {key!r} must be a list of numbers")
+    if not isinstance(state.get("trained_for"), (str, type(None))):  # optional: older checkpoints lack it
+        raise CheckpointError(f"{source}: 'trained_for' must be text, found {type(state['trained_for']).__name__}")
     return state

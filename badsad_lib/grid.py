@@ -8,7 +8,9 @@ if its claimant has died. Every cell runs on one thread whatever ``jobs`` is, so
 depend on how the grid was run. Clean models are cached in ``OUT/models/<clean spec key>.pt``,
 keyed by the whole clean specification (split, detector, settings), never reused across settings.
 Trained backdoored models are kept there too (``<spec.model_key>.pt``), so a defended cell reuses
-the model of the same run without defenses. Any ``concurrent.futures.Executor`` can run the cells (a Dask or Ray executor spreads them over a
+the model of the same run without defenses. Each kept model records the specification it was
+trained for and is reused only for exactly that run (``badsad_lib.cache``): a model copied to
+another run's name, or one from before identities were recorded, is retrained. Any ``concurrent.futures.Executor`` can run the cells (a Dask or Ray executor spreads them over a
 cluster); ``jobs`` > 1 uses local processes (spawned when CUDA is there, so every worker
 can use the GPU).
 """
@@ -95,21 +97,11 @@ def release(path: Path) -> None:
     path.with_suffix(".claim").unlink(missing_ok=True)
 
 
-def clean_model_path(out, spec: RunSpec) -> Path:
-    return Path(out) / "models" / f"{spec.clean().model_key}.pt"
+def _model_identity(spec: RunSpec) -> str:
+    """What a model kept under ``OUT/models`` was trained for: the whole specification of its run."""
+    from .cache import identity
 
-
-def _load(path: Path | None):
-    """A cached model, or None (absent, or unreadable and then removed)."""
-    from .deepsad import CheckpointError, DeepSAD
-
-    if path is None or not path.exists():
-        return None
-    try:
-        return DeepSAD.load(path)
-    except CheckpointError:
-        path.unlink()
-        return None
+    return identity(run=spec.canonical())
 
 
 def run_cell(spec: RunSpec, out: str) -> dict | str:
@@ -124,13 +116,15 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
         return CLAIMED_ELSEWHERE
     try:
         with one_thread():
-            models = {"clean": clean_model_path(out, spec),
-                      "backdoored": Path(out) / "models" / f"{spec.model_key}.pt" if spec.attacked else None}
-            loaded = {role: _load(path) for role, path in models.items()}
-            result = run(spec, clean_model=loaded["clean"], backdoored_model=loaded["backdoored"])
+            from .cache import load_trained_for, save_trained_for
+
+            runs = {"clean": spec.clean(), "backdoored": spec.replace(defenses=()) if spec.attacked else None}
+            models = {role: Path(out) / "models" / f"{r.model_key}.pt" for role, r in runs.items() if r is not None}
+            loaded = {role: load_trained_for(path, _model_identity(runs[role])) for role, path in models.items()}
+            result = run(spec, clean_model=loaded["clean"], backdoored_model=loaded.get("backdoored"))
             for role, model in (("clean", result.clean), ("backdoored", result.backdoored)):
-                if models[role] is not None and loaded[role] is None:
-                    model.save(models[role])
+                if role in models and loaded[role] is None:
+                    save_trained_for(model, models[role], _model_identity(runs[role]))
             metrics = result.metrics
             if spec.defenses:
                 from .defenses import run_defenses, scenario_for

@@ -122,3 +122,38 @@ def test_expect_speaks_to_the_learner():
     with pytest.raises(AssertionError, match="train longer") as err:
         course.expect(False, "the AUC is low: train longer")
     assert err.value._render_traceback_() == ["Check failed: the AUC is low: train longer"]
+
+
+# ------------------------------------------------------------------ a shared cache serves only what it was asked for
+def test_a_backdoored_model_planted_under_the_clean_models_name_is_not_served(lesson, capsys):
+    clean = course.clean_detector(lesson)
+    backdoored = course.backdoored_detector(lesson)[0]
+    paths = sorted(course.cache_dir().glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    assert len(paths) == 2
+    clean_path, backdoored_path = paths
+    clean_path.write_bytes(backdoored_path.read_bytes())  # what a classmate with write access could do
+    capsys.readouterr()
+    served = course.clean_detector(lesson)
+    captured = capsys.readouterr()
+    assert "trained for another run" in captured.err and "training" in captured.out
+    x = lesson.split.x_test
+    np.testing.assert_allclose(served.decision_function(x), clean.decision_function(x), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(served.decision_function(x), backdoored.decision_function(x))
+    again = course.clean_detector(lesson)  # the retrained clean model replaced the planted file
+    assert "loaded from the cache" in capsys.readouterr().out and again.trained_for_ == served.trained_for_
+
+
+@pytest.mark.parametrize("plant", ["fifo", "folder"])
+def test_a_pipe_or_folder_under_the_cache_name_is_skipped_not_opened(lesson, capsys, plant):
+    import os
+
+    course.clean_detector(lesson)
+    path = next(course.cache_dir().glob("*.pt"))
+    path.unlink()
+    os.mkfifo(path) if plant == "fifo" else path.mkdir()
+    capsys.readouterr()
+    model = course.clean_detector(lesson)  # would block forever on a FIFO, or raise IsADirectoryError
+    err = capsys.readouterr().err
+    assert isinstance(model, DeepSAD) and "not a regular file" in err
+    if plant == "folder":
+        assert "could not keep the model in the cache" in err

@@ -137,3 +137,48 @@ def test_fine_tune_keeps_the_center_and_changes_weights(digits_model, digits_spl
     assert torch.equal(model.c_, c)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net_.parameters()))
     assert len(model.history_) == len(digits_model.history_) + 2
+
+
+def _state_with(digits_model, change):
+    state = digits_model.state()
+    change(state)
+    return state
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["settings"].update(milestones=7), "milestones.*list of epochs"),
+    (lambda s: s["settings"].update(lr="fast"), "settings are not valid"),
+    (lambda s: s.update(settings=[1, 2]), "'settings' must be a mapping"),
+    (lambda s: s.update(dataset=["digits"]), "unknown dataset"),
+    (lambda s: s.update(detector={"a": 1}), "unknown detector"),
+    (lambda s: s.update(q="95"), "percentile q '95' is not a number"),
+    (lambda s: s.update(bias="no"), "'bias' must be true or false"),
+    (lambda s: s.update(seed=1.5), "seed 1.5 is not a whole number"),
+    (lambda s: s["net"].update({3: torch.zeros(1)}), "layer names"),
+    (lambda s: s["net"].update({"0.weight": torch.zeros(8, 1, 3, 2)}), r"'0.weight' is \(8, 1, 3, 2\)"),
+    (lambda s: s["net"].pop("0.weight"), "'0.weight' is missing"),
+    (lambda s: s["net"].update({"20.weight": torch.zeros(2)}), "'20.weight'.*no such weight"),
+    (lambda s: s.update(trained_for=3), "'trained_for' must be text"),
+    (lambda s: s.update(history=[1.0, "x"]), "'history' must be a list of numbers"),
+])
+def test_malformed_checkpoints_are_a_checkpoint_error_naming_the_field(digits_model, change, message):
+    with pytest.raises(CheckpointError, match=message):
+        DeepSAD.from_state(_state_with(digits_model, change))
+
+
+def test_a_checkpoint_that_unpacks_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import zipfile
+
+    from badsad_lib import deepsad
+
+    monkeypatch.setattr(deepsad, "MAX_CHECKPOINT_BYTES", 1_000_000)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", bytes(5_000_000))  # 5 MB of zeros, a few KB on disk
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(CheckpointError, match=r"bomb.pt would take 5 MB to read.*refused unread"):
+        DeepSAD.load(bomb)
+    folder = tmp_path / "folder.pt"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        DeepSAD.load(folder)

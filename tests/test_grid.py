@@ -88,3 +88,18 @@ def test_cells_run_on_one_thread_whatever_the_jobs(tmp_path):
     assert result["threads"] == 1 and torch.get_num_threads() == 2
     cell = json.loads(grid.cell_path(tmp_path, RunSpec("digits", 3, method="naive")).read_text())
     assert cell["spec"]["dataset"] == "digits"
+
+
+def test_a_model_planted_under_another_runs_name_in_out_models_is_retrained(tmp_path, capsys):
+    spec = make_specs(["digits"], [0], [0], ["naive"])
+    first = run_grid(spec, tmp_path, progress=False)[0]
+    models = tmp_path / "models"
+    clean = models / f"{spec[0].clean().model_key}.pt"
+    backdoored = models / f"{spec[0].model_key}.pt"
+    clean.write_bytes(backdoored.read_bytes())  # the backdoored model under the clean model's name
+    grid.cell_path(tmp_path, spec[0]).unlink()
+    capsys.readouterr()
+    again = run_grid(spec, tmp_path, progress=False)[0]
+    assert "trained for another run" in capsys.readouterr().err
+    assert again["auc_clean_model"] == pytest.approx(first["auc_clean_model"], abs=1e-6)
+    assert again["clean_model"]["asr"] == first["clean_model"]["asr"]
