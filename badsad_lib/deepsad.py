@@ -414,8 +414,8 @@ def _validated_state(state, source: str) -> dict:
                               f"{', '.join(ARCHITECTURES)}")
     if not isinstance(state["settings"], dict):
         raise CheckpointError(f"{source}: 'settings' must be a mapping, found {type(state['settings']).__name__}")
-    for key in ("milestones", "ae_milestones"):
-        if not isinstance(state["settings"].get(key), (list, tuple)):
+    for key in ("milestones", "ae_milestones"):  # a missing one is named by TrainingSettings.from_dict
+        if key in state["settings"] and not isinstance(state["settings"][key], (list, tuple)):
             raise CheckpointError(f"{source}: settings {key!r} must be a list of epochs, "
                                   f"found {state['settings'].get(key)!r}")
     if not _is_number(state["q"]):
