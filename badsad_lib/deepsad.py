@@ -169,9 +169,10 @@ class DeepSAD:
                 milestones, desc: str, gen: torch.Generator, batch_loss, callback=None) -> list[float]:
         """Adam with x0.1 steps at ``milestones``; ``batch_loss(idx)`` -> loss of one mini-batch. Mean loss per epoch.
 
-        The step loop never waits for the device: the epoch's loss is summed on the device (in float64
+        The loop itself adds no wait for the device: the epoch's loss is summed on the device (in float64
         where the device has it, so the CPU figures equal a host-side sum bit for bit) and read once per
-        epoch, the batch indices are on the device, and CUDA uses fused Adam and cuDNN's autotuner.
+        epoch, the batch indices are on the device, and CUDA uses fused Adam and cuDNN's autotuner. (An
+        objective can still wait: BadSAD's indexes with boolean masks.)
         """
         cuda = self.device.type == "cuda"
         if cuda:
