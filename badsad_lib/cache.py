@@ -58,13 +58,15 @@ def load_trained_for(path: Path, wanted: str, device=None):
 def save_trained_for(model, path: Path, wanted: str) -> bool:
     """Record ``wanted`` in ``model`` and write it to ``path`` (atomically); False, with a warning, if the
     cache cannot take it (a folder under that name, a read-only or full disk): the model is still used."""
+    from .errors import OutputError
+
     model.trained_for_ = wanted
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         model.save(path)
         return True
-    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
-        warn(f"could not keep the model in the cache at {path} ({err}); it is used without being cached")
+    except (OSError, OutputError) as err:
+        warn(f"could not keep the model in the cache ({err}); it is used without being cached")
         return False
 
 

@@ -80,62 +80,68 @@ def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
 
 @contextmanager
 def _output_first(path):
-    """Check (creating it) the output folder before anything heavy is imported, so a bad --out fails at once;
-    a folder made here is removed again if the command's other arguments then turn out to be wrong."""
+    """Check (creating it) the output folder before anything heavy is imported, so a bad --out fails at once.
+    A folder made here is removed again if the command then fails before writing anything into it (a bad
+    argument, a refused device, a missing dataset, a late check, Ctrl-C): a refusal leaves nothing behind."""
     made = [p for p in (Path(path), *Path(path).parents) if not p.exists()]  # the leaf first
     out = ensure_output_dir(path)
     try:
         yield out
-    except EXPECTED_ERRORS:
+    except (*EXPECTED_ERRORS, KeyboardInterrupt):
         for folder in made:
             with suppress(OSError):
-                folder.rmdir()
+                folder.rmdir()  # only empty folders go: anything written stays
         raise
 
 
 def _spec(args, method: str, defenses=()):
-    """The command's RunSpec, validated (after the output folder)."""
-    with _output_first(args.out):
-        from .spec import RunSpec
+    """The command's RunSpec, validated."""
+    from .spec import RunSpec
 
-        return RunSpec(args.dataset, args.normal_class, args.seed, method, detector=args.detector,
-                       trigger=getattr(args, "trigger", "corners"), strength=getattr(args, "strength", None),
-                       poison_ratio=getattr(args, "poison_ratio", 0.0), labeled_ratio=args.labeled_ratio,
-                       known_anomaly_class=args.known_anomaly_class, pollution_ratio=args.pollution_ratio,
-                       settings=_settings(args, args.dataset), defenses=tuple(defenses))
+    return RunSpec(args.dataset, args.normal_class, args.seed, method, detector=args.detector,
+                   trigger=getattr(args, "trigger", "corners"), strength=getattr(args, "strength", None),
+                   poison_ratio=getattr(args, "poison_ratio", 0.0), labeled_ratio=args.labeled_ratio,
+                   known_anomaly_class=args.known_anomaly_class, pollution_ratio=args.pollution_ratio,
+                   settings=_settings(args, args.dataset), defenses=tuple(defenses))
 
 
-def _prepare(args, spec) -> Path:
-    """Validate everything that can fail before training: the device, the output folder, the data."""
-    from .data import load_dataset
-    from .device import device_report, get_device
+@contextmanager
+def _one_run(args, method: str, defenses=()):
+    """The command's (RunSpec, output folder), everything that can fail before training checked first (the
+    folder, the arguments, the device, the data); a folder the command made and left empty is removed."""
+    with _output_first(args.out) as out:
+        spec = _spec(args, method, defenses)
+        from .data import load_dataset
+        from .device import device_report, get_device
 
-    device = get_device(args.device)
-    out = ensure_output_dir(args.out)
-    clean_stale_temps(out)
-    load_dataset(spec.dataset, root=args.data_root, download=args.download)
-    print(device_report(device, quick=spec.settings.name != "paper"))
-    print(f"run: {spec.describe()}")
-    return out
+        device = get_device(args.device)
+        clean_stale_temps(out)
+        load_dataset(spec.dataset, root=args.data_root, download=args.download)
+        print(device_report(device, quick=spec.settings.name != "paper"))
+        print(f"run: {spec.describe()}")
+        yield spec, out
 
 
 def _run(args, spec):
+    """Train and measure ``spec`` on one thread, as a grid cell does: the same run gives the same numbers
+    (thresholds included) from the command line, the grid and any core count."""
     from .experiments import run
+    from .grid import one_thread
 
-    return run(spec, root=args.data_root, download=args.download, device=args.device, progress=args.progress)
+    with one_thread():
+        return run(spec, root=args.data_root, download=args.download, device=args.device, progress=args.progress)
 
 
 def cmd_train(args) -> int:
-    spec = _spec(args, "clean")
-    out = _prepare(args, spec)
-    result = _run(args, spec)
-    metrics = result.metrics
-    write_json(out / "metrics.json", metrics)
-    result.clean.save(out / "model.pt")
+    with _one_run(args, "clean") as (spec, out):
+        result = _run(args, spec)
+        metrics = result.metrics
+        result.clean.save(out / "model.pt")  # the model first: metrics.json never claims a model that is not there
+        write_json(out / "metrics.json", metrics)
     print(f"DeepSAD on {metrics['dataset']}, normal class {metrics['normal_class']}: "
           f"AUC {metrics['auc']:.4f}, miss rate at the 95th percentile {metrics['miss_rate']['95']:.3f} "
           f"({metrics['seconds']:.1f} s on {metrics['device']})")
-    print(f"wrote {out / 'metrics.json'} and {out / 'model.pt'}")
+    print(f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
     return 0
 
 
@@ -181,38 +187,38 @@ def _attack_table(metrics) -> str:
 
 
 def cmd_attack(args) -> int:
-    spec = _spec(args, args.method)
-    out = _prepare(args, spec)
-    result = _run(args, spec)
-    metrics = result.metrics
-    figures = save_attack_figures(result, out)
-    write_json(out / "metrics.json", metrics)
-    result.backdoored.save(out / "backdoored.pt")
+    with _one_run(args, args.method) as (spec, out):
+        result = _run(args, spec)
+        metrics = result.metrics
+        result.backdoored.save(out / "backdoored.pt")
+        figures = save_attack_figures(result, out)
+        write_json(out / "metrics.json", metrics)  # last: it claims the model and figures above
     print(_attack_table(metrics))
     print(f"(attacker tier {metrics['tier']}; ASR: triggered test anomalies judged normal; cond.ASR: the same among "
           f"anomalies caught without the trigger; miss: untriggered anomalies judged normal; threshold = 95th "
           f"percentile of held-out normals; {metrics['seconds']:.1f} s)")
-    print(f"wrote {out / 'metrics.json'}, {out / 'backdoored.pt'} and {len(figures)} figures")
+    print(f"wrote {out / 'backdoored.pt'}, {len(figures)} figures and {out / 'metrics.json'}")
     return 0
 
 
 def cmd_defend(args) -> int:
-    spec = _spec(args, args.method, args.defense)
-    out = _prepare(args, spec)
-    from .defenses import run_defenses, scenario_for
-    from .tables import csv_text, defense_markdown, defense_rows
+    with _one_run(args, args.method, args.defense) as (spec, out):
+        from .defenses import run_defenses, scenario_for
+        from .grid import one_thread
+        from .tables import csv_text, defense_markdown, defense_rows
 
-    result = _run(args, spec)
-    metrics = result.metrics
-    metrics["defenses"] = run_defenses(spec.defenses, scenario_for(spec, result.split, result.backdoored))
-    write_json(out / "metrics.json", metrics)
-    rows = defense_rows([metrics])
-    write_text(out / "defenses.csv", csv_text(rows))
-    table = defense_markdown(rows)
-    write_text(out / "defenses.md", table)
+        result = _run(args, spec)
+        metrics = result.metrics
+        with one_thread():
+            metrics["defenses"] = run_defenses(spec.defenses, scenario_for(spec, result.split, result.backdoored))
+        rows = defense_rows([metrics])
+        write_text(out / "defenses.csv", csv_text(rows))
+        table = defense_markdown(rows)
+        write_text(out / "defenses.md", table)
+        write_json(out / "metrics.json", metrics)  # last: it claims the tables above
     print(_attack_table(metrics))
     print(table)
-    print(f"wrote {out / 'metrics.json'}, {out / 'defenses.csv'} and {out / 'defenses.md'}")
+    print(f"wrote {out / 'defenses.csv'}, {out / 'defenses.md'} and {out / 'metrics.json'}")
     return 0
 
 
@@ -271,6 +277,7 @@ def cmd_prepare(args) -> int:
     from . import course
 
     quick = _quick(args)
+    ensure_output_dir(course.cache_dir(), "model cache", "set BADSAD_CACHE to a writable folder")  # before training
     for dataset in args.datasets:
         lesson = course.Lesson(dataset, quick=quick)
         print(f"{dataset}: {lesson.settings.name} settings, cache {course.cache_dir()}")

@@ -18,4 +18,4 @@ class CheckpointError(ValueError):
 
 
 class OutputError(ValueError):
-    """An output path that cannot be written: a file where a folder is needed, or no permission."""
+    """An output path that cannot be written: a file where a folder is needed, no permission, a full disk."""

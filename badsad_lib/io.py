@@ -1,17 +1,21 @@
 """Output folders and atomic writes: a result or checkpoint is either complete on disk or absent.
 
-A file is written to a hidden temporary file next to its target and renamed over it. Temporary
+A file is serialised in memory, written to a hidden temporary file next to its target, flushed to
+disk and renamed over it; a full disk or any other OS error is one ``OutputError`` naming the file. Temporary
 files left by a process killed at the wrong moment are removed by the next run that writes to the
 same folder (``clean_stale_temps``). Files get the permissions the umask allows, like ``open()``.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import OutputError
 
@@ -24,24 +28,24 @@ def _umask() -> int:
     return mask
 
 
-def ensure_output_dir(path: str | os.PathLike) -> Path:
-    """Create folder ``path`` if needed and prove it writable, before any work is done."""
+def ensure_output_dir(path: str | os.PathLike, role: str = "output folder",
+                      remedy: str = "choose another folder with --out") -> Path:
+    """Create folder ``path`` if needed and prove it writable, before any work is done; ``role`` and
+    ``remedy`` word the error (e.g. "model cache" and "set BADSAD_CACHE to a writable folder")."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputError(f"output folder {path} is an existing file; give a folder path")
+        raise OutputError(f"{role} {path} is an existing file; give a folder path")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=TEMP_SUFFIX, dir=path)
         os.close(fd)
         os.unlink(probe)
-    except FileExistsError:
-        raise OutputError(f"output folder {path}: a parent of it is a file, not a folder") from None
-    except NotADirectoryError:
-        raise OutputError(f"output folder {path}: a parent of it is a file, not a folder") from None
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{role} {path}: a parent of it is a file, not a folder") from None
     except PermissionError:
-        raise OutputError(f"output folder {path} is not writable; choose another folder with --out") from None
+        raise OutputError(f"{role} {path} is not writable; {remedy}") from None
     except OSError as err:
-        raise OutputError(f"output folder {path} cannot be used ({err.strerror or err})") from None
+        raise OutputError(f"{role} {path} cannot be used ({err.strerror or err}); {remedy}") from None
     return path
 
 
@@ -64,20 +68,34 @@ def clean_stale_temps(folder: str | os.PathLike, older_than: float = 60.0) -> in
     return removed
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
+def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file renamed over it; any OS error (a full disk, a
+    read-only folder, a folder under that name) becomes one ``OutputError`` naming ``path``, and nothing is left."""
+    path, tmp = Path(path), None
     try:
-        write(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        reason = err.strerror or str(err)
+        hint = "; free some space or choose another --out" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise OutputError(f"could not write {path}: {reason}{hint}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -87,20 +105,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-    return _atomic_write(path, write)
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    return _atomic_write(path, text.encode())
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically (tensors, numbers, strings, lists and dicts only)."""
     import torch
 
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    buffer = BytesIO()  # serialised in memory: a full disk is then an OSError of the write, not torch's RuntimeError
+    torch.save(obj, buffer)
+    return _atomic_write(path, buffer.getvalue())
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+    buffer = BytesIO()
+    fig.savefig(buffer, dpi=dpi, bbox_inches="tight", format="png")
+    return _atomic_write(path, buffer.getvalue())

@@ -559,6 +559,18 @@ def render_readme(text: str) -> str:
     return _BLOCK.sub(render, text)
 
 
+def check_readme(readme: Path) -> str:
+    """The text of ``readme``, refused unless it holds at least one table block (checked before any table is made)."""
+    try:
+        text = readme.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read --readme {readme}: {getattr(err, 'strerror', None) or err}") from None
+    if not _BLOCK.search(text):
+        raise ValueError(f"--readme {readme} holds no table block (<!-- begin table NAME --> ... <!-- end table NAME -->)"
+                         f"; nothing to re-render: give the project's README.md")
+    return text
+
+
 def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = True) -> list[str]:
     """The ``badsad tables`` command: make tables ``names``, then re-render the README.
 
@@ -570,6 +582,8 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
     from .grid import worker_pool
 
     command = "badsad tables " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tables"] else None
+    if readme is not None:
+        check_readme(readme)
     work = Path(work)
     if len(names) < 2 or jobs < 2:
         for name in names:
@@ -589,5 +603,5 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
                 if progress:
                     print(f"made {futures[fut]}", flush=True)
     if readme is not None:
-        write_text(readme, render_readme(readme.read_text()))
+        write_text(readme, render_readme(check_readme(readme)))
     return done

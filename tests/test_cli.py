@@ -98,3 +98,87 @@ def test_bad_grid_arguments_are_refused(tmp_path, capsys):
     _fails_fast(["tables", "nope", "--work", str(tmp_path)], capsys, "unknown table(s) nope")
     with pytest.raises(SystemExit):
         main(["reproduce", "--datasets", "digits", "--jobs", "0", "--out", str(tmp_path)])
+
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_sentence_and_no_half_result(tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing (simulated at the flush to disk): exit 2, one line naming the file, and the run
+    folder holds neither a metrics.json without its model nor a temporary file."""
+    from badsad_lib import io
+
+    monkeypatch.setattr(io.os, "fsync", _no_space)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "--ae-epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "could not write" in err and "model.pt" in err and "No space left" in err, err
+    assert not out.exists()  # made by the command and left empty: removed
+    out.mkdir()  # a folder that was there before is kept, and holds nothing half-written
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "--ae-epochs", "1", "--out", str(out)]) == 2
+    assert list(out.iterdir()) == []
+
+
+def test_torch_save_on_a_full_disk_is_an_output_error(tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError; the checkpoint is serialised in memory first, so a
+    full disk is the write's OSError, turned into an OutputError naming the file."""
+    import torch
+
+    from badsad_lib import io
+    from badsad_lib.errors import OutputError
+
+    monkeypatch.setattr(io.os, "fsync", _no_space)
+    with pytest.raises(OutputError, match=r"could not write .*ckpt\.pt: No space left on device; free some space"):
+        io.save_torch(tmp_path / "ckpt.pt", {"w": torch.zeros(3)})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, fragment", [(["--device", "cuda:7"], "cuda"),
+                                             (["--dataset", "mnist", "--data-root", "EMPTY"], "BADSAD_DATA")])
+def test_a_refused_device_or_dataset_leaves_no_folder_behind(tmp_path, capsys, flags, fragment):
+    (tmp_path / "empty").mkdir()
+    flags = [str(tmp_path / "empty") if f == "EMPTY" else f for f in flags]
+    out = tmp_path / "new" / "run"
+    _fails_fast(["train", *flags, "--out", str(out)], capsys, fragment)
+    assert not (tmp_path / "new").exists()
+
+
+def test_train_runs_on_one_thread_like_a_grid_cell(tmp_path, capsys):
+    """The same run from `badsad train` (on a 2-thread process) and from the grid gives the same threshold."""
+    import torch
+
+    from badsad_lib.grid import run_grid
+    from badsad_lib.settings import DIGITS
+    from badsad_lib.spec import RunSpec
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["train", "--dataset", "digits", "--epochs", "3", "--ae-epochs", "2", "--out",
+                     str(tmp_path / "train")]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    cli = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    spec = RunSpec("digits", 0, method="clean", labeled_ratio=0.05, settings=DIGITS.replace(epochs=3, ae_epochs=2))
+    cell = run_grid([spec], tmp_path / "grid", progress=False)[0]
+    assert cli["threshold"] == cell["threshold"] and cli["auc"] == cell["auc"]
+
+
+def test_prepare_refuses_a_bad_cache_before_training(tmp_path, capsys, monkeypatch):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("BADSAD_CACHE", str(not_a_folder))
+    _fails_fast(["prepare", "--datasets", "digits", "--quick"], capsys, "model cache", str(not_a_folder))
+
+
+def test_tables_refuses_a_readme_without_table_blocks(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just notes\n")
+    _fails_fast(["tables", "--readme", str(notes)], capsys, "notes.txt", "no table block")
+    _fails_fast(["tables", "--readme", str(tmp_path / "missing.md")], capsys, "missing.md")
+    assert notes.read_text() == "just notes\n"
