@@ -49,7 +49,7 @@ class TrainingSettings:
                 raise ValueError(f"{name}={value!r} must be epoch numbers >= 1")
             object.__setattr__(self, name, tuple(sorted(value)))
         for name in ("lr", "ae_lr", "eta", "weight_decay", "ae_weight_decay"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+            object.__setattr__(self, name, float(getattr(self, name)) + 0.0)  # -0.0 weight decay is 0.0
 
     def replace(self, **changes) -> "TrainingSettings":
         """A copy with ``changes`` (named "custom" unless a name is given); unknown names are refused."""

@@ -80,10 +80,10 @@ class RunSpec:
         put(self, "settings", settings)
         if isinstance(self.defenses, str):
             raise ValueError(f"defenses must be a list of names, got the string {self.defenses!r}")
-        defenses = tuple(dict.fromkeys(self.defenses))
-        unknown = [d for d in defenses if d not in DEFENSES]
+        unknown = [d for d in dict.fromkeys(self.defenses) if d not in DEFENSES]
         if unknown:
             raise ValueError(f"unknown defense(s) {', '.join(map(repr, unknown))}: choose from {', '.join(DEFENSES)}")
+        defenses = tuple(d for d in DEFENSES if d in self.defenses)  # each runs on its own: one order per run
         if defenses and self.method == CLEAN:
             raise ValueError("defenses need an attacked model: choose an attack method, not 'clean'")
         put(self, "defenses", defenses)
