@@ -43,11 +43,15 @@ if "google.colab" in sys.modules and importlib.util.find_spec("badsad_lib") is N
     def course_folder():
         found = glob.glob(f"{{SOURCE}}/badsad_lib/__init__.py") + glob.glob(f"{{SOURCE}}/*/badsad_lib/__init__.py")
         return os.path.dirname(os.path.dirname(found[0])) if found else None
-    for archive in [] if course_folder() else sorted(glob.glob(f"{{os.path.dirname(SOURCE)}}/*.zip")):
-        if not course_folder() and any(n.endswith("badsad_lib/__init__.py") for n in zipfile.ZipFile(archive).namelist()):
-            zipfile.ZipFile(archive).extractall(SOURCE)
-    if not course_folder() and GIT_URL:
-        subprocess.run(["git", "clone", "-q", "--depth=1", GIT_URL, SOURCE], check=True)
+    def holds_course(archive):  # the library at the zip's top or one folder down, as course_folder() looks
+        return zipfile.is_zipfile(archive) and any(n.endswith("badsad_lib/__init__.py") and n.count("/") <= 2
+                                                   for n in zipfile.ZipFile(archive).namelist())
+    zips = [] if course_folder() else sorted(filter(holds_course, glob.glob(f"{{os.path.dirname(SOURCE)}}/*.zip")), key=os.path.getmtime)
+    if zips:  # exactly one zip is unpacked: the newest that holds the course
+        print(f"Unpacking {{zips[-1]}}" + (f" (the newest of {{len(zips)}} course zips)" if len(zips) > 1 else ""))
+        zipfile.ZipFile(zips[-1]).extractall(SOURCE)
+    if not course_folder() and GIT_URL and subprocess.run(["git", "clone", "-q", "--depth=1", "--", GIT_URL, SOURCE]).returncode:
+        raise SystemExit(f"git clone of BADSAD_GIT_URL={{GIT_URL!r}} failed (message above); check the URL.")
     if not course_folder():
         raise SystemExit(f"Course not found: upload its zip to {{os.path.dirname(SOURCE)}}, or put its folder at {{SOURCE}}, or set BADSAD_GIT_URL.")
     sys.path.insert(0, course_folder())

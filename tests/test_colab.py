@@ -98,6 +98,45 @@ def test_the_first_cell_unpacks_an_uploaded_zip(fresh_env, tmp_path):
     assert report["badsad_lib"].startswith(str(content / "badsad" / "badsad-main")) and "Mode: quick" in out
 
 
+def _zip_of(folder: Path, archive: Path) -> Path:
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                z.write(path, path.relative_to(folder.parent))
+    return archive
+
+
+def test_of_several_zips_the_first_cell_unpacks_only_the_newest_course(fresh_env, tmp_path):
+    """A stray zip whose library sits too deep, and an older course zip, are not merged into the course."""
+    content = tmp_path / "content"
+    content.mkdir()
+    with zipfile.ZipFile(content / "a-stray.zip", "w") as stray:  # sorts first; its badsad_lib is three folders down
+        stray.writestr("x/y/badsad_lib/__init__.py", "raise SystemExit('the stray zip was imported')")
+        stray.writestr("x/stray.txt", "not the course")
+    old = _course_copy(tmp_path / "staging" / "badsad-old")
+    (old / "OLD_MARKER").write_text("old")
+    _zip_of(old, content / "b-old.zip")
+    os.utime(content / "b-old.zip", (1e9, 1e9))
+    new = _course_copy(tmp_path / "staging2" / "badsad-main")
+    _zip_of(new, content / "c-new.zip")
+    report, out = _run(fresh_env, _first_cell(LESSONS[0], tmp_path), content,
+                       BADSAD_SOURCE=str(content / "badsad"), BADSAD_QUICK="")
+    assert report["ok"], out
+    assert report["badsad_lib"].startswith(str(content / "badsad" / "badsad-main"))
+    assert sorted(p.name for p in (content / "badsad").iterdir()) == ["badsad-main"]
+    assert "c-new.zip (the newest of 2 course zips)" in out
+
+
+def test_a_git_url_that_looks_like_an_option_is_not_one(fresh_env, tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    marker = tmp_path / "ran"
+    report, out = _run(fresh_env, _first_cell(LESSONS[1], tmp_path), content, BADSAD_SOURCE=str(content / "badsad"),
+                       BADSAD_GIT_URL=f"--upload-pack=touch {marker};", BADSAD_QUICK="")
+    assert not report["ok"] and "git clone of BADSAD_GIT_URL" in report["error"]
+    assert not marker.exists()
+
+
 def test_the_first_cell_clones_the_git_url(fresh_env, tmp_path):
     origin = _course_copy(tmp_path / "origin")
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course"]):
