@@ -1,11 +1,12 @@
 """Property-based tests (hypothesis): triggers, metrics, splits, run specifications and the estimator's
 input checks hold for every input, not only the examples we thought of."""
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -148,3 +149,110 @@ def test_targets_are_zero_plus_or_minus_one_or_refused(y):
     else:
         with pytest.raises(ValueError, match="y "):
             check_targets(y, len(y))
+
+
+# ------------------------------------------------------------------ what is read from disk
+from badsad_lib import data as data_module  # noqa: E402
+from badsad_lib.deepsad import DeepSAD  # noqa: E402
+from badsad_lib.errors import CheckpointError, DatasetCorruptError  # noqa: E402
+
+DISK = settings(max_examples=int(os.environ.get("DISK_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _idx(dims, payload: bytes) -> bytes:
+    return bytes([0, 0, 8, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims) + payload
+
+
+idx_dims = st.one_of(st.lists(st.integers(0, 30), min_size=1, max_size=4),
+                     st.integers(0, 3).map(lambda n: [n, 28, 28]), st.integers(0, 30).map(lambda n: [n]))
+idx_files = st.one_of(
+    st.binary(max_size=64),  # anything
+    st.builds(lambda dims, extra, cut: _idx(dims, bytes(max(0, int(np.prod(dims)) + extra)))[:cut],
+              idx_dims, st.sampled_from([0, 0, 0, -1, 1]), st.one_of(st.none(), st.integers(0, 4000))),
+)
+
+
+@DISK
+@given(raw=idx_files, shape=st.sampled_from([(-1,), (-1, 28, 28)]))
+def test_an_idx_file_is_read_whole_or_refused_by_name(tmp_path, raw, shape):
+    path = tmp_path / "file-idx3-ubyte"
+    path.write_bytes(raw)
+    try:
+        array = data_module._read_idx(path, shape)
+    except DatasetCorruptError as err:
+        assert str(path) in str(err)
+        event("refused")
+        return
+    event("read")
+    assert array.dtype == np.uint8 and array.ndim == len(shape) and array.shape[1:] == shape[1:] and len(array) > 0
+
+
+leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 20), st.text(max_size=4), st.binary(max_size=8),
+                   arrays(st.sampled_from([np.uint8, np.int64, np.float32]), st.tuples(st.integers(0, 3),
+                                                                                        st.sampled_from([3072, 5]))))
+cifar_like = st.integers(1, 3).flatmap(lambda n: st.fixed_dictionaries(
+    {"data": arrays(np.uint8, (n, 3072)), "labels": st.lists(st.integers(-1, 10), min_size=n, max_size=n)},
+    optional={"batch_label": st.text(max_size=4), "filenames": st.lists(st.binary(max_size=4), max_size=2)}))
+batches = st.recursive(leaves, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                      st.dictionaries(st.sampled_from(["data", "labels", "x"]), kids,
+                                                                      max_size=3)), max_leaves=8)
+
+
+@DISK
+@given(obj=st.one_of(cifar_like, batches), protocol=st.sampled_from([2, 4]), cut=st.one_of(st.none(), st.integers(0, 200)))
+def test_a_cifar_batch_is_read_whole_or_refused_by_name(tmp_path, obj, protocol, cut):
+    import pickle
+
+    raw = pickle.dumps(obj, protocol=protocol)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(raw if cut is None else raw[:cut])
+    try:
+        images, labels = data_module._read_cifar_batch(path)
+    except DatasetCorruptError as err:
+        assert str(path) in str(err)
+        event("refused")
+        return
+    event("read")
+    assert images.dtype == np.uint8 and images.shape[1:] == (3, 32, 32) and len(images) == len(labels) > 0
+    assert labels.min() >= 0 and labels.max() <= 9
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.floats(allow_nan=True), st.text(max_size=6),
+                   st.lists(st.integers(-1, 5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                   st.just(torch.zeros(3)), st.just(torch.full((32,), float("nan"))))
+
+
+@pytest.fixture(scope="module")
+def digits_state(digits_model):
+    return digits_model.state()
+
+
+@DISK
+@given(data=st.data())
+def test_a_changed_checkpoint_loads_as_a_working_model_or_is_a_checkpoint_error(digits_state, digits_split, data):
+    state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in digits_state.items()}
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(["top", "settings", "net"]))
+        if where == "top":
+            state[data.draw(st.sampled_from(sorted(state)))] = data.draw(values)
+        elif isinstance(state.get("settings"), dict) and state["settings"] and where == "settings":
+            state["settings"][data.draw(st.sampled_from(sorted(state["settings"])))] = data.draw(values)
+        elif isinstance(state.get("net"), dict) and state["net"]:
+            name = data.draw(st.sampled_from(sorted(state["net"])))
+            action = data.draw(st.sampled_from(["drop", "reshape", "rename", "replace"]))
+            if action == "drop":
+                del state["net"][name]
+            elif action == "reshape":
+                state["net"][name] = torch.zeros(data.draw(st.integers(0, 4)))
+            elif action == "rename":
+                state["net"][name + "x"] = state["net"].pop(name)
+            else:
+                state["net"][name] = data.draw(values)
+    try:
+        model = DeepSAD.from_state(state)
+    except CheckpointError:
+        event("refused")
+        return
+    event("loaded")
+    scores = model.decision_function(digits_split.x_test[:8])
+    assert scores.shape == (8,) and np.isfinite(scores).all()
