@@ -29,7 +29,7 @@ from .errors import CheckpointError
 from .device import get_device
 from .io import save_torch
 from .metrics import threshold as percentile_threshold
-from .networks import ARCHITECTURES, Autoencoder, build_encoder, in_memory_format, place
+from .networks import ARCHITECTURES, Autoencoder, build_encoder, in_memory_format, initialise, place
 from .settings import TrainingSettings, settings_for
 from .validation import check_images, check_int, check_number, check_percentile, check_seed, check_targets
 
@@ -121,6 +121,8 @@ class DeepSAD:
         replaces the DeepSAD mini-batch loss (the BadSAD attack passes one; idx are the batch's
         indices into X). ``center_rule(codes)`` replaces ``center_from``. ``callback(phase, epoch,
         loss)`` is called after every epoch of both phases. Every input is checked before training.
+        The weights and batch orders come from generators seeded with ``seed`` and owned by this fit;
+        nothing process-wide is seeded, so fits in threads of one process do not disturb each other.
         """
         start = time.perf_counter()
         X = check_images(X, self.dataset, finite=True, min_count=2)
@@ -128,15 +130,15 @@ class DeepSAD:
         if X_val is not None:
             X_val = check_images(X_val, self.dataset, "X_val", finite=True, min_count=1)
         X, y = self._training_set(X, y)
-        torch.manual_seed(self.seed)
+        init = torch.Generator().manual_seed(self.seed)  # this fit's own streams: nothing process-wide is seeded
         gen = torch.Generator().manual_seed(self.seed)
         X, y = self._on_device(X), y.to(self.device)
         s = self.settings
 
-        self.net_ = place(build_encoder(self.dataset, self.bias), self.device)
+        self.net_ = place(initialise(build_encoder(self.dataset, self.bias), init), self.device)
         self.ae_history_ = []
         if s.ae_epochs > 0:
-            ae = place(Autoencoder(self.dataset, self.bias), self.device)
+            ae = place(initialise(Autoencoder(self.dataset, self.bias), init), self.device)
             self.ae_history_ = self._pretrain(ae, X, gen, callback)
             self.net_.load_state_dict(ae.encoder.state_dict())
         c = (center_rule or center_from)(self._codes(X))

@@ -107,6 +107,24 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def initialise(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Draw ``module``'s weights afresh from ``generator``, exactly as PyTorch's default initialisation does
+    (Kaiming-uniform with a = sqrt(5), biases uniform in +-1/sqrt(fan_in); layers in order), but from this
+    generator instead of the process-wide one: two models trained at once in one process (threads) draw
+    from their own streams. Seeded as ``torch.manual_seed`` was, it gives the same weights bit for bit."""
+    import math
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+                if m.bias is not None:
+                    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                    nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    return module
+
+
 def memory_format_for(device) -> torch.memory_format:
     """The memory format networks and image batches use on ``device``: channels-last on the CPU."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format

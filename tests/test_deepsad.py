@@ -182,3 +182,26 @@ def test_a_checkpoint_that_unpacks_too_large_is_refused_before_it_is_read(tmp_pa
     folder.mkdir()
     with pytest.raises(CheckpointError, match="not a regular file"):
         DeepSAD.load(folder)
+
+
+def test_a_fit_draws_only_from_its_own_generators(digits_split):
+    """Nothing process-wide is seeded or read: the global RNG state does not change a fit, and two fits
+    in two threads of one process (a threaded Dask worker) give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from badsad_lib.settings import DIGITS
+
+    settings = DIGITS.replace(epochs=4, ae_epochs=2)
+
+    def fit(seed, global_seed=None):
+        if global_seed is not None:
+            torch.manual_seed(global_seed)
+        m = DeepSAD("digits", settings=settings, seed=seed).fit(digits_split.x_train, digits_split.semi_targets)
+        return m.history_, m.threshold_
+
+    alone = [fit(0, 123), fit(1, 123)]
+    assert fit(0, 456) == alone[0]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(fit, [0, 1]))
+    assert together == alone
+    assert alone[0] != alone[1]
