@@ -1,32 +1,37 @@
 """The experiment grid: one independent, resumable job per ``RunSpec``.
 
 Each cell writes its result atomically to ``OUT/cells/<spec.key>.json``; a rerun skips cells whose
-file exists, so an interrupted run loses nothing. A cell is claimed (``<key>.claim``, created
-exclusively, holding the worker's host and pid) while it runs, so two runs on one folder never
-compute the same cell twice: the second waits for the first's result, and takes a cell over only
-if its claimant has died. Every cell runs on one thread whatever ``jobs`` is, so results do not
+file exists, so an interrupted run loses nothing. A cell is claimed (``<key>.claim``, naming its
+owner: ``badsad_lib.claims``) while it runs, so two runs on one folder never compute the same cell
+twice: the second says which process it waits for, waits for its result, and takes the cell over
+only if that process has died (a reused PID is not taken for the owner). Every cell runs on one thread whatever ``jobs`` is, so results do not
 depend on how the grid was run. Clean models are cached in ``OUT/models/<clean spec key>.pt``,
 keyed by the whole clean specification (split, detector, settings), never reused across settings.
 Trained backdoored models are kept there too (``<spec.model_key>.pt``), so a defended cell reuses
 the model of the same run without defenses. Each kept model records the specification it was
 trained for and is reused only for exactly that run (``badsad_lib.cache``): a model copied to
-another run's name, or one from before identities were recorded, is retrained. Any ``concurrent.futures.Executor`` can run the cells (a Dask or Ray executor spreads them over a
-cluster); ``jobs`` > 1 uses local processes (spawned when CUDA is there, so every worker
-can use the GPU).
+another run's name, or one from before identities were recorded, is retrained.
+
+Any ``concurrent.futures.Executor`` can run the cells: a Dask client's ``get_executor()`` spreads
+them over a cluster (threaded workers give the same numbers: a fit seeds nothing process-wide). The
+output folder is made absolute, and the driver keeps each cell's result from its future and writes
+it, so a worker that does not share the folder loses nothing. ``jobs`` > 1 uses local processes
+(spawned when CUDA is there, so every worker can use the GPU).
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import socket
+import sys
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import claims
 from .io import clean_stale_temps, ensure_output_dir, write_json
 from .spec import RunSpec
 
@@ -60,41 +65,8 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-def _alive(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return True  # another machine's claim: trust it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim(path: Path) -> bool:
-    """Claim the cell whose result goes to ``path``; False if a live process holds it."""
-    lock = path.with_suffix(".claim")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                host, pid = lock.read_text().split()[:2]
-                if _alive(host, int(pid)):
-                    return False
-            except (OSError, ValueError):
-                pass  # unreadable or half-written claim: treat as stale
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n")
-        return True
-    return False
-
-
-def release(path: Path) -> None:
-    path.with_suffix(".claim").unlink(missing_ok=True)
+def _claim_file(path: Path) -> Path:
+    return path.with_suffix(".claim")
 
 
 def _model_identity(spec: RunSpec) -> str:
@@ -112,10 +84,13 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
     path = cell_path(out, spec)
     if path.exists():
         return json.loads(path.read_text())
-    if not claim(path):
+    for sub in ("cells", "models"):  # a worker that does not see the driver's folder works in its own copy
+        (Path(out) / sub).mkdir(parents=True, exist_ok=True)
+    token = claims.claim(_claim_file(path))
+    if token is None:
         return CLAIMED_ELSEWHERE
     try:
-        with one_thread():
+        with one_thread(), claims.heartbeat(_claim_file(path), token):
             from .cache import load_trained_for, save_trained_for
 
             runs = {"clean": spec.clean(), "backdoored": spec.replace(defenses=()) if spec.attacked else None}
@@ -135,23 +110,40 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
         write_json(path, metrics)
         return metrics
     finally:
-        release(path)
+        claims.release(_claim_file(path), token)
 
 
 def _wait_for(spec: RunSpec, out, poll: float = 5.0) -> dict:
     """The result of a cell another process claimed; computed here if that process dies first."""
-    path = cell_path(out, spec)
+    path, said = cell_path(out, spec), None
     while not path.exists():
         result = run_cell(spec, out)
         if result != CLAIMED_ELSEWHERE:
             return result
+        owner = claims.read_owner(_claim_file(path))
+        if owner is not None and owner.get("token") != said:
+            tqdm.write(f"waiting for cell {spec.key}: {claims.describe(owner)} is computing it", file=sys.stderr)
+            said = owner.get("token")
         time.sleep(poll)
     return json.loads(path.read_text())
 
 
-def _one_thread_worker() -> None:
+def _worker_start(parent: int) -> None:
+    """A grid worker: one thread; gone quietly on Ctrl-C (the parent says what happened, and a killed cell's
+    claim is stale at once); gone within a second when its parent dies (no orphan is left idling)."""
+    import signal
+    import threading
+
     import torch
+
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def worker_pool(jobs: int) -> ProcessPoolExecutor:
@@ -162,7 +154,16 @@ def worker_pool(jobs: int) -> ProcessPoolExecutor:
     import torch
 
     context = multiprocessing.get_context("spawn") if torch.cuda.is_available() else None
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_worker, mp_context=context)
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_worker_start, initargs=(os.getpid(),),
+                               mp_context=context)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool at once (Ctrl-C): queued cells are dropped and running ones killed; finished cells are kept."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with suppress(OSError, AttributeError):
+            process.terminate()
 
 
 def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,
@@ -170,38 +171,52 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
     """Run the cells not yet finished under ``out``; returns every cell's result, in order."""
     from .tables import write_tables
 
-    out = ensure_output_dir(out)
+    out = ensure_output_dir(out).resolve()  # absolute: a worker elsewhere must not write into its own folder
     for sub in ("cells", "models"):
         (out / sub).mkdir(exist_ok=True)
         clean_stale_temps(out / sub)
     specs = list({s.key: s for s in specs}.values())
     todo = [s for s in specs if not cell_path(out, s).exists()]
-    own = executor is None and jobs > 1
+    own = executor is None and min(jobs, len(todo)) > 1
     if own:
-        executor = worker_pool(jobs)
+        executor = worker_pool(min(jobs, len(todo)))  # never more workers than cells
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="grid cells", disable=not progress)
-    waiting = []
+    waiting, done = [], {}
+
+    def finished(spec: RunSpec, result: dict) -> None:
+        """The driver keeps each cell's result as its worker returned it, and writes it here unless the
+        worker already did (so a worker on another machine, without this folder, loses nothing)."""
+        done[spec.key] = result
+        if not cell_path(out, spec).exists():
+            write_json(cell_path(out, spec), result)
+        bar.update()
     try:
         if executor is None:
             for spec in todo:
-                if run_cell(spec, str(out)) == CLAIMED_ELSEWHERE:
+                result = run_cell(spec, str(out))
+                if result == CLAIMED_ELSEWHERE:
                     waiting.append(spec)
                 else:
-                    bar.update()
+                    finished(spec, result)
         else:
             futures: dict[Future, RunSpec] = {executor.submit(run_cell, s, str(out)): s for s in todo}
             for fut in as_completed(futures):
-                if fut.result() == CLAIMED_ELSEWHERE:
+                result = fut.result()
+                if result == CLAIMED_ELSEWHERE:
                     waiting.append(futures[fut])
                 else:
-                    bar.update()
+                    finished(futures[fut], result)
         for spec in waiting:
-            _wait_for(spec, out)
-            bar.update()
+            finished(spec, _wait_for(spec, out))
+    except KeyboardInterrupt:
+        if own:
+            stop_workers(executor)
+            own = False
+        raise
     finally:
         bar.close()
         if own:
             executor.shutdown()
-    results = [json.loads(cell_path(out, s).read_text()) for s in specs]
+    results = [done[s.key] if s.key in done else json.loads(cell_path(out, s).read_text()) for s in specs]
     write_tables(results, out)
     return results

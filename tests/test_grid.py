@@ -1,13 +1,16 @@
 """The grid: resumable, one file per distinct run, never a model trained with other settings, safe to share."""
 import json
 import os
+import subprocess
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
 
-from badsad_lib import grid
+from badsad_lib import claims, grid
 from badsad_lib.grid import make_specs, run_grid
 from badsad_lib.settings import DIGITS
 from badsad_lib.spec import RunSpec
@@ -62,12 +65,85 @@ def test_a_live_claim_is_respected_and_a_dead_one_taken_over(tmp_path):
     spec = RunSpec("digits", 0, method="naive")
     path = grid.cell_path(tmp_path, spec)
     path.parent.mkdir(parents=True)
-    assert grid.claim(path) and not grid.claim(path)  # this process holds it
+    lock = path.with_suffix(".claim")
+    token = claims.claim(lock)
+    assert token and claims.claim(lock) is None  # this process holds it
     assert grid.run_cell(spec, str(tmp_path)) == grid.CLAIMED_ELSEWHERE
+    assert claims.release(lock, token) and not lock.exists()
     import socket
-    path.with_suffix(".claim").write_text(f"{socket.gethostname()} 999999999 0\n")  # a pid that does not exist
-    assert grid.claim(path)
-    grid.release(path)
+    lock.write_text(f"{socket.gethostname()} 999999999 0\n")  # an older claim naming a pid that does not exist
+    assert claims.claim(lock)
+    for garbage in ("", "not a claim", '{"host": 3}'):  # not claims at all: taken over
+        lock.write_text(garbage)
+        assert claims.claim(lock)
+
+
+def test_a_claim_naming_a_reused_pid_is_taken_over(tmp_path):
+    """A live process with the claim's PID that started at another time (a reused PID) does not own it."""
+    lock = tmp_path / "cell.claim"
+    owner = claims.me()
+    if not owner["started"]:
+        pytest.skip("no /proc: process start times are unknown here")
+    owner["started"] = str(int(owner["started"]) + 12345)  # this very PID is alive, but not that process
+    lock.write_text(json.dumps(owner))
+    assert claims.claim(lock)
+
+
+def test_a_claim_of_another_live_process_is_respected_and_only_its_owner_releases_it(tmp_path):
+    lock = tmp_path / "cell.claim"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {**claims.me(), "pid": child.pid, "started": claims.start_time(child.pid)}
+        lock.write_text(json.dumps(owner))
+        assert claims.claim(lock) is None
+        assert not claims.release(lock, "someone else's token") and lock.exists()
+        assert "process %d on" % child.pid in claims.describe(claims.read_owner(lock))
+    finally:
+        child.kill()
+        child.wait()
+    assert claims.claim(lock)  # its owner is gone
+
+
+def _contend(folder: str, rounds: int) -> int:
+    """Claim, check that nobody else holds the cell, release; returns how many times two held it at once."""
+    folder, clashes = Path(folder), 0
+    lock, held = folder / "cell.claim", folder / "held"
+    for _ in range(rounds):
+        token = None
+        while token is None:
+            token = claims.claim(lock)
+        try:
+            os.close(os.open(held, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            clashes += 1
+        else:
+            os.unlink(held)
+        assert claims.release(lock, token)
+    return clashes
+
+
+def test_contending_processes_never_hold_one_cell_at_once(tmp_path):
+    with ProcessPoolExecutor(3) as pool:
+        clashes = list(pool.map(_contend, [str(tmp_path)] * 3, [300] * 3))
+    assert clashes == [0, 0, 0]
+
+
+def test_a_waiting_grid_says_which_cell_and_owner_it_waits_for(tmp_path, capsys):
+    spec = make_specs(["digits"], [0], [0], ["naive"])[0]
+    path = grid.cell_path(tmp_path, spec)
+    path.parent.mkdir(parents=True)
+    lock = path.with_suffix(".claim")
+    token = claims.claim(lock)
+
+    def finish_later():
+        time.sleep(0.5)
+        path.write_text(json.dumps({"done": True}))
+        claims.release(lock, token)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(finish_later)
+        assert grid._wait_for(spec, tmp_path, poll=0.1) == {"done": True}
+    err = capsys.readouterr().err
+    assert f"waiting for cell {spec.key}: process {os.getpid()} on" in err and err.count("waiting") == 1
 
 
 def test_stale_temporary_files_are_cleaned_and_fresh_ones_kept(tmp_path):
@@ -103,3 +179,118 @@ def test_a_model_planted_under_another_runs_name_in_out_models_is_retrained(tmp_
     assert "trained for another run" in capsys.readouterr().err
     assert again["auc_clean_model"] == pytest.approx(first["auc_clean_model"], abs=1e-6)
     assert again["clean_model"]["asr"] == first["clean_model"]["asr"]
+
+
+def test_one_run_spelled_two_ways_is_one_cell():
+    """Defenses in another order and a poison ratio of -0.0 are the same run: one key, one cell."""
+    from badsad_lib.spec import RunSpec
+
+    a = RunSpec("digits", 0, method="badsad", poison_ratio=0.0, defenses=("fine_pruning", "bn_recalibration"))
+    b = RunSpec("digits", 0, method="badsad", poison_ratio=-0.0, defenses=("bn_recalibration", "fine_pruning"))
+    assert a.key == b.key and a.defenses == b.defenses
+    assert str(b.poison_ratio) == "0.0"
+    c = RunSpec("digits", 0, settings=a.settings.replace(weight_decay=-0.0))
+    assert c.settings.weight_decay == 0.0 and str(c.settings.weight_decay) == "0.0"
+    assert len(make_specs(["digits"], [0], [0], ["badsad"], poison_ratios=(0.0, -0.0))) == 1
+
+
+def test_never_more_workers_than_cells(tmp_path, monkeypatch):
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def pool(jobs):
+        asked.append(jobs)
+        raise Stop
+    monkeypatch.setattr(grid, "worker_pool", pool)
+    with pytest.raises(Stop):
+        run_grid(make_specs(["digits"], [0, 1], [0], ["naive"]), tmp_path, jobs=64, progress=False)
+    assert asked == [2]
+
+
+_PARENT = """
+import os, sys, time
+from badsad_lib.grid import worker_pool
+pool = worker_pool(2)
+futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+time.sleep(1)
+print(*[p.pid for p in pool._processes.values()], flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_do_not_outlive_a_killed_parent():
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    parent.kill()  # kill -9: no chance to shut its pool down
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(claims.alive({"host": __import__("socket").gethostname(), "pid": w})
+                                         for w in workers):
+        time.sleep(0.2)
+    left = [w for w in workers if claims.alive({"host": __import__("socket").gethostname(), "pid": w})]
+    for w in left:
+        os.kill(w, 9)
+    assert not left, f"workers {left} outlived their parent"
+
+
+def test_ctrl_c_on_a_grid_with_two_jobs_is_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group; the workers go quietly, the parent says so in one line."""
+    import signal
+
+    command = [sys.executable, "-m", "badsad_lib.cli", "reproduce", "--datasets", "digits", "--classes", "0", "1", "2",
+               "--methods", "badsad", "--quick", "--jobs", "2", "--out", str(tmp_path)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((tmp_path / "cells").glob("*.claim")):
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("a rerun resumes"), err
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes {left} were left running"
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_a_dask_cluster_with_a_two_thread_worker_gives_the_pools_cells(tmp_path):
+    """Two cells at once in one Dask worker process (two threads) give what the local pool gives, cell for
+    cell; the driver writes the cells from the futures' results."""
+    distributed = pytest.importorskip("distributed")
+    specs = make_specs(["digits"], [0, 1], [0], ["naive"])
+    pool = run_grid(specs, tmp_path / "pool", jobs=2, progress=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        cells = run_grid(specs, tmp_path / "dask", executor=client.get_executor(), progress=False)
+    assert [_without_timings(c) for c in cells] == [_without_timings(c) for c in pool]
+    assert all(grid.cell_path(tmp_path / "dask", s).exists() for s in specs)
+
+
+def test_another_hosts_claim_holds_while_touched_and_expires_when_not(tmp_path):
+    lock = tmp_path / "cell.claim"
+    lock.write_text(json.dumps({**claims.me(), "host": "elsewhere.example"}))
+    assert claims.claim(lock) is None  # fresh: its owner on that machine is at work
+    day_old = time.time() - 86400
+    os.utime(lock, (day_old, day_old))
+    assert claims.claim(lock)  # untouched for a day: its owner is gone
+
+
+def test_the_owner_touches_its_claim_while_it_works(tmp_path):
+    lock = tmp_path / "cell.claim"
+    token = claims.claim(lock)
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with claims.heartbeat(lock, token, interval=0.05):
+        time.sleep(0.3)
+    assert time.time() - lock.stat().st_mtime < 5
