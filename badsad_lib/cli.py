@@ -51,7 +51,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pollution-ratio", type=float, default=0.0, help="gamma_p, unlabeled anomalies (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="DeepSAD epochs (default: 150, quick 20)")
     p.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: 150, quick 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batch order "
+                                                        "(default 0); the same seed gives the same numbers")
     p.add_argument("--detector", default="deepsad", choices=("deepsad", "deepsvdd"),
                    help="deepsad (default) or deepsvdd (DeepSAD without labels)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -243,12 +244,33 @@ def cmd_reproduce(args) -> int:
             [d], args.classes, args.seeds, args.methods, strengths=args.strength, poison_ratios=args.poison_ratio,
             triggers=args.triggers, defenses=tuple(args.defenses), labeled_ratio=args.labeled_ratio,
             settings=settings[d])]
+    where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else f"{args.jobs} job(s)"
     print(f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
-          f"{args.jobs} job(s), one thread each)")
-    results = run_grid(specs, out, jobs=args.jobs)
+          f"{where}, one thread each)")
+    with _dask_executor(args.scheduler) as executor:
+        results = run_grid(specs, out, executor=executor, jobs=args.jobs)
     print((out / "summary.md").read_text())
     print(f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
     return 0
+
+
+@contextmanager
+def _dask_executor(address: str | None, timeout: float = 10.0):
+    """An executor on the Dask scheduler at ``address`` (None: no executor, local jobs)."""
+    if not address:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--scheduler needs dask.distributed: pip install 'badsad-course[cluster]'") from None
+    try:
+        client = Client(address, timeout=timeout)
+    except (OSError, ValueError, TypeError) as err:
+        raise OSError(f"no Dask scheduler answered at --scheduler {address!r} within {timeout:g} s "
+                      f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'})") from None
+    with client:
+        yield client.get_executor()
 
 
 def cmd_tables(args) -> int:
@@ -289,7 +311,10 @@ def cmd_prepare(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="badsad", description="DeepSAD and the BadSAD backdoor, hands-on.")
+    parser.add_argument("--version", action="version", version=f"badsad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a clean DeepSAD and report its AUC")
     _common(p)
@@ -310,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_defend)
 
     p = sub.add_parser("demo", help="the one-minute tour on embedded digits (no download)")
-    p.add_argument("--normal-class", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--normal-class", type=int, default=0, help="the normal class, 0-9 (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batch order (default 0)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
@@ -322,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--labeled-ratio", type=float, default=0.01)
     p.add_argument("--jobs", type=int, default=1, help="local worker processes, one thread each (default 1)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the cells on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786) "
+                        "instead of local jobs; needs the cluster extra")
     _mode_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--defenses", nargs="+", default=[], choices=DEFENSES, metavar="NAME",

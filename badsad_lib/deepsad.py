@@ -87,6 +87,7 @@ class DeepSAD:
 
     def __init__(self, dataset: str = "mnist", settings: TrainingSettings | None = None, *, q: float = 95.0,
                  bias: bool = False, device=None, seed: int = 0, progress: bool = True, **overrides):
+        self._params = {"dataset": dataset, "q": q, "bias": bias, "device": device, "seed": seed, "progress": progress}
         self.dataset = dataset_name(dataset)
         settings = settings_for(self.dataset, quick=False) if settings is None else settings
         if not isinstance(settings, TrainingSettings):
@@ -104,6 +105,19 @@ class DeepSAD:
         self.ae_history_: list[float] = []
         self.fit_seconds_: float | None = None
         self.trained_for_: str | None = None  # the run a cached checkpoint was trained for (badsad_lib.cache)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's arguments as given (settings with any overrides applied), scikit-learn's way:
+        ``sklearn.base.clone(model)`` is then an unfitted model with the same parameters."""
+        return {**self._params, "settings": self.settings}
+
+    def set_params(self, **params) -> "DeepSAD":
+        """Change constructor arguments (checked as the constructor checks them); the model is unfitted after."""
+        unknown = sorted(set(params) - set(self.get_params()))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}: choose from {', '.join(self.get_params())}")
+        self.__init__(**{**self.get_params(), **params})
+        return self
 
     @property
     def encoder(self) -> nn.Module:

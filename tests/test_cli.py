@@ -182,3 +182,31 @@ def test_tables_refuses_a_readme_without_table_blocks(tmp_path, capsys):
     _fails_fast(["tables", "--readme", str(notes)], capsys, "notes.txt", "no table block")
     _fails_fast(["tables", "--readme", str(tmp_path / "missing.md")], capsys, "missing.md")
     assert notes.read_text() == "just notes\n"
+
+
+def test_version(capsys):
+    from badsad_lib import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"badsad {__version__}"
+
+
+def test_reproduce_on_a_dask_scheduler(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    argv = ["reproduce", "--datasets", "digits", "--classes", "2", "--methods", "naive", "--quick", "--out"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) \
+            as cluster:
+        assert main([*argv, str(tmp_path / "dask"), "--scheduler", cluster.scheduler_address]) == 0
+    assert "the Dask scheduler at tcp://" in capsys.readouterr().out
+    assert main([*argv, str(tmp_path / "local")]) == 0
+    dask, local = (json.loads(next((tmp_path / d / "cells").glob("*.json")).read_text()) for d in ("dask", "local"))
+    assert dask["auc_backdoored"] == local["auc_backdoored"] and dask["asr"] == local["asr"]
+
+
+def test_a_scheduler_that_does_not_answer_is_one_sentence(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    assert main(["reproduce", "--datasets", "digits", "--classes", "2", "--methods", "naive", "--quick",
+                 "--out", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Dask scheduler answered at --scheduler 'tcp://127.0.0.1:9'" in err, err

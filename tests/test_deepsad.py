@@ -205,3 +205,21 @@ def test_a_fit_draws_only_from_its_own_generators(digits_split):
         together = list(pool.map(fit, [0, 1]))
     assert together == alone
     assert alone[0] != alone[1]
+
+
+def test_scikit_learns_clone_makes_an_unfitted_model_with_the_same_parameters(digits_model):
+    from sklearn.base import clone
+
+    from badsad_lib.deepsad import DeepSVDD
+    from badsad_lib.settings import DIGITS
+
+    copy = clone(digits_model)
+    assert type(copy) is DeepSAD and copy.net_ is None and copy.settings == digits_model.settings
+    assert copy.get_params() == digits_model.get_params()
+    svdd = clone(DeepSVDD("digits", settings=DIGITS, seed=3))
+    assert type(svdd) is DeepSVDD and svdd.seed == 3
+    assert copy.set_params(seed=7).seed == 7
+    with pytest.raises(ValueError, match="unknown parameter.*lr.*choose from"):
+        copy.set_params(lr=0.1)
+    with pytest.raises(ValueError, match="seed"):
+        copy.set_params(seed=-1)
