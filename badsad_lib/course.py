@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .data import DatasetNotFoundError, OneClassSplit, load_dataset
-from .cache import identity, load_trained_for, save_trained_for
+from .cache import identity, load_trained_for, save_trained_for, source_hash
 from .deepsad import DeepSAD, center_from, deepsad_loss
 from .device import device_report, get_device
 from .experiments import backdoor_metrics, make_detector, split_of, train_attacked
@@ -130,13 +130,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BADSAD_CACHE") or Path.home() / ".cache" / "badsad")
 
 
-def _source_hash() -> str:
-    digest = hashlib.sha1()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def function_digest(fn) -> str:
     """A short hash of a function's source (its bytecode and constants when the source is unavailable)."""
     try:
@@ -152,8 +145,8 @@ def _cached(spec: RunSpec, train, learner: dict | None = None, what: str = "mode
     learner = {k: v for k, v in (learner or {}).items() if v is not None}
     extra = "".join(f"_{name}-{function_digest(fn)}" for name, fn in sorted(learner.items()))
     folder = cache_dir()
-    path = folder / f"{spec.model_key}_{_source_hash()[:10]}{extra}.pt"
-    wanted = identity(run=spec.canonical(), code=_source_hash(), learner=extra)
+    path = folder / f"{spec.model_key}_{source_hash()[:10]}{extra}.pt"
+    wanted = identity(run=spec.canonical(), code=source_hash(), learner=extra)
     model = load_trained_for(path, wanted, device=get_device())
     if model is not None:
         print(f"{what}: loaded from the cache ({path.name})")

@@ -69,6 +69,18 @@ def _claim_file(path: Path) -> Path:
     return path.with_suffix(".claim")
 
 
+def provenance() -> dict:
+    """What computed a cell: the host, the machine (CPU, cores, OS, Python, torch, device), the library's
+    version and a hash of its source, so cells from nodes with different installs can be told apart."""
+    import socket
+
+    from . import __version__
+    from .cache import source_hash
+    from .tables import machine
+
+    return {"host": socket.gethostname(), "machine": machine(), "library": __version__, "source": source_hash()[:12]}
+
+
 def _model_identity(spec: RunSpec) -> str:
     """What a model kept under ``OUT/models`` was trained for: the whole specification of its run."""
     from .cache import identity
@@ -100,7 +112,7 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
             for role, model in (("clean", result.clean), ("backdoored", result.backdoored)):
                 if role in models and loaded[role] is None:
                     save_trained_for(model, models[role], _model_identity(runs[role]))
-            metrics = result.metrics
+            metrics = {**result.metrics, "made_by": provenance()}
             if spec.defenses:
                 from .defenses import run_defenses, scenario_for
 

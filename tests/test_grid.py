@@ -162,6 +162,8 @@ def test_cells_run_on_one_thread_whatever_the_jobs(tmp_path):
     torch.set_num_threads(2)
     result = run_grid(make_specs(["digits"], [3], [0], ["naive"]), tmp_path, progress=False)[0]
     assert result["threads"] == 1 and torch.get_num_threads() == 2
+    made_by = result["made_by"]  # which node and which code computed it
+    assert made_by["host"] and "torch" in made_by["machine"] and len(made_by["source"]) == 12
     cell = json.loads(grid.cell_path(tmp_path, RunSpec("digits", 3, method="naive")).read_text())
     assert cell["spec"]["dataset"] == "digits"
 
