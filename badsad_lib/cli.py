@@ -59,7 +59,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     _mode_options(p)
     p.add_argument("--data-root", default=None, help="dataset folder (default: $BADSAD_DATA, else ./data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs a network)")
-    p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-epoch progress bars (default: only when stderr is a terminal, so a log file gets none)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
 
 
@@ -123,6 +124,11 @@ def _one_run(args, method: str, defenses=()):
         yield spec, out
 
 
+def _progress(args) -> bool:
+    """Progress bars: as asked, else only on a terminal (a log file would collect every redraw)."""
+    return args.progress if getattr(args, "progress", None) is not None else sys.stderr.isatty()
+
+
 def _run(args, spec):
     """Train and measure ``spec`` on one thread, as a grid cell does: the same run gives the same numbers
     (thresholds included) from the command line, the grid and any core count."""
@@ -130,7 +136,7 @@ def _run(args, spec):
     from .grid import one_thread
 
     with one_thread():
-        return run(spec, root=args.data_root, download=args.download, device=args.device, progress=args.progress)
+        return run(spec, root=args.data_root, download=args.download, device=args.device, progress=_progress(args))
 
 
 def cmd_train(args) -> int:
@@ -248,7 +254,7 @@ def cmd_reproduce(args) -> int:
     print(f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
           f"{where}, one thread each)")
     with _dask_executor(args.scheduler) as executor:
-        results = run_grid(specs, out, executor=executor, jobs=args.jobs)
+        results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=sys.stderr.isatty())
     print((out / "summary.md").read_text())
     print(f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
     return 0

@@ -126,6 +126,11 @@ def start(preferred: str = "mnist", quick: bool = True, normal_class: int = 0, l
     return lesson
 
 
+def _progress_bars() -> bool:
+    """Per-epoch bars in a notebook or on a terminal; none into a log file (``badsad prepare > log``)."""
+    return "ipykernel" in sys.modules or sys.stderr.isatty()
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("BADSAD_CACHE") or Path.home() / ".cache" / "badsad")
 
@@ -153,7 +158,7 @@ def _cached(spec: RunSpec, train, learner: dict | None = None, what: str = "mode
         return model
     seconds = TRAINING_SECONDS.get((spec.dataset, spec.settings.name))
     estimate = f", about {seconds * (2 if spec.attacked else 1)} s on a 2-core CPU" if seconds else ""
-    print(f"{what}: training ({spec.describe()}{estimate}; progress below)...", flush=True)
+    print(f"{what}: training ({spec.describe()}{estimate}{'; progress below' if _progress_bars() else ''})...", flush=True)
     start = time.perf_counter()
     model = train()
     print(f"{what}: trained in {time.perf_counter() - start:.0f} s and cached", flush=True)
@@ -182,7 +187,7 @@ def clean_detector(lesson: Lesson, callback=None, loss=None, center=None) -> Dee
     rule = None if center is None else (lambda codes: center(codes, 0.1))
 
     def train():
-        model = make_detector(spec, lesson.device, progress=True)
+        model = make_detector(spec, lesson.device, progress=_progress_bars())
         return model.fit(s.x_train, s.semi_targets, X_val=s.x_val, callback=callback, objective=objective,
                          center_rule=rule)
     who = "clean DeepSAD" + (" (your loss and center rule)" if loss and center else " (your loss)" if loss else
@@ -211,7 +216,7 @@ def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float 
     result = {}
 
     def train():
-        model, result["trigger"], result["poisoned"] = train_attacked(spec, lesson.split, lesson.device, progress=True,
+        model, result["trigger"], result["poisoned"] = train_attacked(spec, lesson.split, lesson.device, progress=_progress_bars(),
                                                                       terms=terms)
         return model
     who = f"backdoored DeepSAD ({method}" + (", your terms)" if custom else ")")

@@ -210,3 +210,15 @@ def test_a_scheduler_that_does_not_answer_is_one_sentence(tmp_path, capsys):
                  "--out", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no Dask scheduler answered at --scheduler 'tcp://127.0.0.1:9'" in err, err
+
+
+def test_a_log_file_gets_no_progress_bars(tmp_path):
+    """Into a file (not a terminal), a command writes its lines, not every redraw of a progress bar."""
+    done = subprocess.run([sys.executable, "-m", "badsad_lib.cli", "train", "--dataset", "digits", "--epochs", "3",
+                           "--ae-epochs", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "it/s" not in done.stderr, done.stderr[:300]
+    forced = subprocess.run([sys.executable, "-m", "badsad_lib.cli", "train", "--dataset", "digits", "--epochs", "3",
+                             "--ae-epochs", "2", "--progress", "--out", str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)
+    assert "DeepSAD" in forced.stderr and "it/s" in forced.stderr  # asked for: shown
