@@ -212,7 +212,7 @@ def cmd_defend(args) -> int:
     with _one_run(args, args.method, args.defense) as (spec, out):
         from .defenses import run_defenses, scenario_for
         from .grid import one_thread
-        from .tables import csv_text, defense_markdown, defense_rows
+        from .summaries import csv_text, defense_markdown, defense_rows
 
         result = _run(args, spec)
         metrics = result.metrics

@@ -28,7 +28,8 @@ from .experiments import backdoor_metrics, make_detector, split_of, train_attack
 from .io import clean_stale_temps
 from .settings import TrainingSettings, resolve_quick, settings_for
 from .spec import RunSpec
-from .tables import format_defenses, format_table, mean_by, results_table  # noqa: F401  (the lessons' tables)
+from .summaries import format_defenses, format_table, mean_by  # noqa: F401  (the lessons' tables)
+from .tables import results_table  # noqa: F401
 
 DRIVE = Path("/content/drive/MyDrive")
 # Measured on a 2-core CPU (see the README's Speed section): what a cache miss costs, for the progress line.

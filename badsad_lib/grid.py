@@ -76,7 +76,7 @@ def provenance() -> dict:
 
     from . import __version__
     from .cache import source_hash
-    from .tables import machine
+    from .provenance import machine
 
     return {"host": socket.gethostname(), "machine": machine(), "library": __version__, "source": source_hash()[:12]}
 
@@ -181,7 +181,7 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
 def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,
              progress: bool = True) -> list[dict]:
     """Run the cells not yet finished under ``out``; returns every cell's result, in order."""
-    from .tables import write_tables
+    from .summaries import write_tables
 
     out = ensure_output_dir(out).resolve()  # absolute: a worker elsewhere must not write into its own folder
     for sub in ("cells", "models"):

@@ -349,7 +349,7 @@ def pruning_view(rows, ratio: float):
 
 def plot_poison_curve(rows, title: str = "ASR against the share of poisoned normals"):
     """Mean ASR, conditional ASR and miss rate at tau_95 against rho, from rows of a results table."""
-    from .tables import mean_by
+    from .summaries import mean_by
 
     means = mean_by(rows, "poison_ratio", ("asr_95", "conditional_asr_95", "miss_rate_95"))
     rhos = sorted(means, key=float)

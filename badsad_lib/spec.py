@@ -42,7 +42,7 @@ class RunSpec:
 
     def __post_init__(self):
         from .attack import METHODS, TRAINS_WITHOUT_TRIGGER
-        from .defenses import DEFENSES
+        from .names import DEFENSES
         from .triggers import DEFAULT_STRENGTH, TRIGGERS, check_strength
 
         put = object.__setattr__

@@ -34,3 +34,33 @@ def test_ci_runs_the_readmes_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in readme, f"README does not show CI's test command: {ci}"
+
+
+def _imports_of(path: Path) -> set[str]:
+    """The badsad_lib modules a module imports, at its top or inside functions (lazy imports count too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("badsad_lib."):
+            found.add(node.module.split(".")[1])
+    return found - {path.stem}
+
+
+def test_no_import_cycle_in_the_library():
+    """Each module's work has one owner: no chain of imports, lazy ones included, leads back to where it began."""
+    graph = {p.stem: _imports_of(p) for p in (ROOT / "badsad_lib").glob("*.py")}
+
+    def cycle_from(start, node, path):
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return path + [nxt]
+            if nxt not in path and nxt in graph:
+                found = cycle_from(start, nxt, path + [nxt])
+                if found:
+                    return found
+        return None
+    cycles = [c for c in (cycle_from(m, m, [m]) for m in sorted(graph)) if c]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -7,8 +7,8 @@ import pytest
 
 from badsad_lib import course
 from badsad_lib.attack import TIERS
-from badsad_lib.tables import (MANIFEST, RESULTS, TABLES, mean_by, readme_grids, render_readme, results_table,
-                               std_by)
+from badsad_lib.summaries import mean_by, std_by
+from badsad_lib.tables import MANIFEST, RESULTS, TABLES, readme_grids, render_readme, results_table
 
 ROOT = Path(__file__).resolve().parent.parent
 

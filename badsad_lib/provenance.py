@@ -1,0 +1,41 @@
+"""Where a result came from: the machine (CPU, cores, OS, Python, torch, device) and the code's commit."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> str:
+    import torch
+
+    from .device import get_device
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = get_device()
+    if device.type == "cuda":
+        device = f"{device} ({torch.cuda.get_device_name(device)})"
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, device {device}")
+
+
+def commit() -> str:
+    """The code's commit: ``BADSAD_COMMIT`` if set (a copy of a commit run elsewhere, e.g. sent to a GPU machine
+    with no .git or a stale one), else git's HEAD, else "unknown"."""
+    return os.environ.get("BADSAD_COMMIT", "") or _git("rev-parse", "HEAD") or "unknown"
