@@ -295,7 +295,8 @@ def cmd_tables(args) -> int:
     if unknown:
         raise ValueError(f"unknown table(s) {', '.join(unknown)}: choose from {', '.join(TABLES)}")
     readme = Path(args.readme) if args.readme else None
-    done = main_tables(args.names, args.work, args.jobs, readme)
+    with _dask_executor(args.scheduler) as executor:
+        done = main_tables(args.names, args.work, args.jobs, readme, executor=executor)
     print(f"made {', '.join(done) or 'no table'}" + (f"; re-rendered {readme}" if readme else ""))
     return 0
 
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the tables, what they hold and when they were made")
     p.add_argument("--jobs", type=int, default=1, help="local worker processes, one thread each (default 1)")
     p.add_argument("--work", default="runs/tables", help="folder for the grids' cells and models (resumable)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the tables' cells on the Dask cluster whose scheduler is at ADDRESS")
     p.add_argument("--readme", default=None, help="re-render this README's table blocks from the CSVs")
     p.set_defaults(func=cmd_tables)
 

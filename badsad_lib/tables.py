@@ -358,13 +358,14 @@ def check_readme(readme: Path) -> str:
     return text
 
 
-def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = True) -> list[str]:
+def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = True, executor=None) -> list[str]:
     """The ``badsad tables`` command: make tables ``names``, then re-render the README.
 
     With several names and ``jobs`` > 1 every table's cells share one pool of ``jobs`` workers (submitted in the
     order named: put the longest first), so no worker idles while another table has cells left; each table's
-    wall time is then counted from the shared start."""
+    wall time is then counted from the shared start. ``executor`` (e.g. a Dask client's) replaces that pool."""
     from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
 
     from .grid import worker_pool
 
@@ -372,13 +373,14 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
     if readme is not None:
         check_readme(readme)
     work = Path(work)
-    if len(names) < 2 or jobs < 2:
+    if executor is None and (len(names) < 2 or jobs < 2):
         for name in names:
             make_table(name, work / name.split("_")[0], jobs=jobs, progress=progress, command=command)
         done = list(names)
     else:
         done = []
-        with worker_pool(jobs) as pool, ThreadPoolExecutor(len(names)) as threads:
+        with nullcontext(executor) if executor is not None else worker_pool(jobs) as pool, \
+                ThreadPoolExecutor(max(1, len(names))) as threads:
             futures = {}
             for name in names:  # one at a time, so the pool's queue holds the tables in the order named
                 futures[threads.submit(make_table, name, work / name.split("_")[0], jobs, False, command,
