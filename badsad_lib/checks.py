@@ -171,7 +171,37 @@ def verify_poison_choice(fn) -> str:
         raise AssertionError(f"indices {labeled[:5]} are labeled normals: poison the unlabeled normal images only")
     if len(got) != 10:
         raise AssertionError(f"50 unlabeled normals at ratio 0.2 should give 10 poisoned images, got {len(got)}")
+    _poison_choice_at_lesson_scale(fn)
     return "a fraction rho of the unlabeled normal images, each at most once, and no label touched."
+
+
+def _poison_choice_at_lesson_scale(fn) -> None:
+    """The same rules on a split the size of a lesson's: shuffled classes, normal class 3, labeled normals and
+    anomalies and unlabeled anomalies present. (Drawing with replacement can pass on 50 images by luck; on
+    hundreds it repeats images.)"""
+    rng = np.random.default_rng(11)
+    labels = torch.from_numpy(rng.integers(0, 10, 6000))
+    semi = torch.zeros(6000, dtype=torch.long)
+    semi[(labels == 3) & torch.from_numpy(rng.random(6000) < 0.05)] = 1
+    semi[(labels == 4) & torch.from_numpy(rng.random(6000) < 0.1)] = -1
+    normals = np.flatnonzero(((labels == 3) & (semi == 0)).numpy())
+    got = np.asarray(fn(labels, semi, 3, 0.1, 0)).astype(int).ravel()
+    if len(np.unique(got)) != len(got):
+        raise AssertionError(f"on {len(normals)} unlabeled normals at ratio 0.1, {len(got) - len(np.unique(got))} "
+                             f"images are chosen twice: draw without replacement")
+    if not np.isin(got, normals).all():
+        raise AssertionError("with normal class 3 (not 0), some chosen images are not unlabeled images of class 3")
+    if len(got) not in (int(0.1 * len(normals)), round(0.1 * len(normals))):
+        raise AssertionError(f"{len(normals)} unlabeled normals at ratio 0.1 should give about "
+                             f"{round(0.1 * len(normals))} poisoned images, got {len(got)}")
+    again = np.asarray(fn(labels, semi, 3, 0.1, 0)).astype(int).ravel()
+    if not np.array_equal(np.sort(got), np.sort(again)):
+        raise AssertionError("the same seed gave two different choices: draw from a generator made from the seed")
+    if np.array_equal(np.sort(got), normals[:len(got)]):
+        raise AssertionError("these are the first unlabeled normals in order: choose them at random (seeded)")
+    other = np.asarray(fn(labels, semi, 3, 0.1, 1)).astype(int).ravel()
+    if np.array_equal(np.sort(got), np.sort(other)):
+        raise AssertionError("seeds 0 and 1 gave the same choice: use the seed")
 
 
 def check_poison_choice(fn):

@@ -14,8 +14,8 @@ RIGHT = {
     "check_center": center_from,
     "check_threshold": np.percentile,
     "check_stamp": lambda x, m, mu: x * (1 - m) + mu * m,
-    "check_poison_choice": lambda labels, semi, k, r, seed=0: np.random.default_rng(seed).choice(
-        np.flatnonzero(((labels == k) & (semi == 0)).numpy()), size=round(r * 50), replace=False),
+    "check_poison_choice": lambda labels, semi, k, r, seed=0: (lambda normals: np.random.default_rng(seed).choice(
+        normals, size=round(r * len(normals)), replace=False))(np.flatnonzero(((labels == k) & (semi == 0)).numpy())),
     "check_asr": lambda s, t: float(np.mean(s <= t)),
     "check_concentration": lambda z, c: ((z - c) ** 2).sum(1).mean(),
     "check_separation": lambda z, c, eta: eta * (1 / (((z - c) ** 2).sum(1) + 1e-6)).mean(),
@@ -63,6 +63,17 @@ def test_every_standard_quantile_convention_is_accepted(method):
     (checks.verify_stamp, lambda x, m, mu: torch.full_like(x, mu), "outside the mask"),
     (checks.verify_asr, lambda s, t: float(np.mean(s < t)), "equal to tau counts as normal"),
     (checks.verify_poison_choice, lambda labels, semi, k, r, seed: np.arange(50, 60), "anomalies"),
+    (checks.verify_poison_choice, lambda labels, semi, k, r, seed=0: np.random.default_rng(seed).choice(  # repeats
+        np.flatnonzero(((labels == k) & (semi == 0)).numpy()), size=round(r * int(((labels == k) & (semi == 0)).sum())),
+        replace=True), "chosen twice"),
+    (checks.verify_poison_choice, lambda labels, semi, k, r, seed=0: np.random.default_rng(seed).choice(  # class 0 only
+        np.flatnonzero(((labels == 0) & (semi == 0)).numpy()), size=round(r * int(((labels == 0) & (semi == 0)).sum())),
+        replace=False), "normal class 3"),
+    (checks.verify_poison_choice, lambda labels, semi, k, r, seed=0: np.flatnonzero(  # the first ones, not random
+        ((labels == k) & (semi == 0)).numpy())[:round(r * int(((labels == k) & (semi == 0)).sum()))], "at random"),
+    (checks.verify_poison_choice, lambda labels, semi, k, r, seed=0: np.random.default_rng(0).choice(  # seed ignored
+        np.flatnonzero(((labels == k) & (semi == 0)).numpy()), size=round(r * int(((labels == k) & (semi == 0)).sum())),
+        replace=False), "use the seed"),
     (checks.verify_concentration, lambda z, c: ((z - c) ** 2).mean(), "average over the coordinates"),
     (checks.verify_separation, lambda z, c, eta: (1 / (((z - c) ** 2).sum(1) + 1e-6)).mean(), "multiply by eta"),
     (checks.verify_mmd, lambda a, b, s: (lambda k: k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean())(
