@@ -6,7 +6,8 @@ owner: ``badsad_lib.claims``) while it runs, so two runs on one folder never com
 twice: the second says which process it waits for, waits for its result, and takes the cell over
 only if that process has died (a reused PID is not taken for the owner). Every cell runs on one thread whatever ``jobs`` is, so results do not
 depend on how the grid was run. Clean models are cached in ``OUT/models/<clean spec key>.pt``,
-keyed by the whole clean specification (split, detector, settings), never reused across settings.
+keyed by the whole clean specification (split, detector, settings), never reused across settings,
+and trained once for all the cells that share it (claimed while it trains; the others wait for it).
 Trained backdoored models are kept there too (``<spec.model_key>.pt``), so a defended cell reuses
 the model of the same run without defenses. Each kept model records the specification it was
 trained for and is reused only for exactly that run (``badsad_lib.cache``): a model copied to
@@ -108,11 +109,14 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
             runs = {"clean": spec.clean(), "backdoored": spec.replace(defenses=()) if spec.attacked else None}
             models = {role: Path(out) / "models" / f"{r.model_key}.pt" for role, r in runs.items() if r is not None}
             loaded = {role: load_trained_for(path, _model_identity(runs[role])) for role, path in models.items()}
+            clean_seconds = 0.0
+            if loaded["clean"] is None:
+                loaded["clean"], clean_seconds = _shared_clean_model(spec, models["clean"], _model_identity(runs["clean"]))
             result = run(spec, clean_model=loaded["clean"], backdoored_model=loaded.get("backdoored"))
-            for role, model in (("clean", result.clean), ("backdoored", result.backdoored)):
-                if role in models and loaded[role] is None:
-                    save_trained_for(model, models[role], _model_identity(runs[role]))
+            if "backdoored" in models and loaded["backdoored"] is None:
+                save_trained_for(result.backdoored, models["backdoored"], _model_identity(runs["backdoored"]))
             metrics = {**result.metrics, "made_by": provenance()}
+            metrics["seconds"] += clean_seconds
             if spec.defenses:
                 from .defenses import run_defenses, scenario_for
 
@@ -123,6 +127,43 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
         return metrics
     finally:
         claims.release(_claim_file(path), token)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _shared_clean_model(spec: RunSpec, path: Path, wanted: str, poll: float = 1.0):
+    """(clean model of ``spec``'s run, seconds this cell spent training it): trained once for all the cells that
+    share it (a claim on ``<model>.claim`` while it trains); a cell that finds it claimed waits for the file
+    instead of training a copy, and trains it itself if the claimant dies first."""
+    from .cache import load_trained_for, save_trained_for
+    from .experiments import split_of, train_clean_model
+
+    lock, seen = path.with_suffix(".claim"), _mtime(path)
+    while True:
+        token = claims.claim(lock)
+        if token is not None:
+            try:
+                with claims.heartbeat(lock, token):
+                    model = load_trained_for(path, wanted) if _mtime(path) != seen else None  # written meanwhile
+                    if model is not None:
+                        return model, 0.0
+                    start = time.perf_counter()
+                    model = train_clean_model(spec.clean(), split_of(spec))
+                    save_trained_for(model, path, wanted)
+                    return model, time.perf_counter() - start
+            finally:
+                claims.release(lock, token)
+        time.sleep(poll)
+        if _mtime(path) != seen:
+            model = load_trained_for(path, wanted)
+            if model is not None:
+                return model, 0.0
+            seen = _mtime(path)
 
 
 def _wait_for(spec: RunSpec, out, poll: float = 5.0) -> dict:

@@ -296,3 +296,23 @@ def test_the_owner_touches_its_claim_while_it_works(tmp_path):
     with claims.heartbeat(lock, token, interval=0.05):
         time.sleep(0.3)
     assert time.time() - lock.stat().st_mtime < 5
+
+
+def test_cells_that_share_a_clean_model_train_it_once(tmp_path, monkeypatch):
+    """Two cells of one class run at once (two threads): one trains the clean model, the other waits for it."""
+    from badsad_lib import experiments
+
+    trained = []
+    real = experiments.train_clean_model
+
+    def counting(*args, **kwargs):
+        trained.append(args[0].key)
+        time.sleep(1.0)  # long enough for the other cell to find the claim
+        return real(*args, **kwargs)
+    monkeypatch.setattr(experiments, "train_clean_model", counting)
+    specs = make_specs(["digits"], [4], [0], ["naive", "badsad"])
+    with ThreadPoolExecutor(2) as pool:
+        cells = run_grid(specs, tmp_path, executor=pool, progress=False)
+    assert len(trained) == 1
+    assert cells[0]["auc_clean_model"] == cells[1]["auc_clean_model"]
+    assert not list((tmp_path / "models").glob("*.claim"))
