@@ -119,14 +119,25 @@ def _one_run(args, method: str, defenses=()):
         device = get_device(args.device)
         clean_stale_temps(out)
         load_dataset(spec.dataset, root=args.data_root, download=args.download)
-        print(device_report(device, quick=spec.settings.name != "paper"))
-        print(f"run: {spec.describe()}")
+        _note(args, device_report(device, quick=spec.settings.name != "paper"))
+        _note(args, f"run: {spec.describe()}")
         yield spec, out
 
 
 def _progress(args) -> bool:
-    """Progress bars: as asked, else only on a terminal (a log file would collect every redraw)."""
-    return args.progress if getattr(args, "progress", None) is not None else sys.stderr.isatty()
+    """Progress bars: as asked (--progress, -v; none with -q), else only on a terminal (a log file would collect
+    every redraw)."""
+    if getattr(args, "progress", None) is not None:
+        return args.progress
+    if getattr(args, "verbose", False) or getattr(args, "quiet", False):
+        return args.verbose
+    return sys.stderr.isatty()
+
+
+def _note(args, text: str) -> None:
+    """An informational line (what runs where, what was written); -q leaves it out, results are always printed."""
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
 
 
 def _run(args, spec):
@@ -148,7 +159,7 @@ def cmd_train(args) -> int:
     print(f"DeepSAD on {metrics['dataset']}, normal class {metrics['normal_class']}: "
           f"AUC {metrics['auc']:.4f}, miss rate at the 95th percentile {metrics['miss_rate']['95']:.3f} "
           f"({metrics['seconds']:.1f} s on {metrics['device']})")
-    print(f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
+    _note(args, f"wrote {out / 'model.pt'} and {out / 'metrics.json'}")
     return 0
 
 
@@ -204,7 +215,7 @@ def cmd_attack(args) -> int:
     print(f"(attacker tier {metrics['tier']}; ASR: triggered test anomalies judged normal; cond.ASR: the same among "
           f"anomalies caught without the trigger; miss: untriggered anomalies judged normal; threshold = 95th "
           f"percentile of held-out normals; {metrics['seconds']:.1f} s)")
-    print(f"wrote {out / 'backdoored.pt'}, {len(figures)} figures and {out / 'metrics.json'}")
+    _note(args, f"wrote {out / 'backdoored.pt'}, {len(figures)} figures and {out / 'metrics.json'}")
     return 0
 
 
@@ -225,7 +236,7 @@ def cmd_defend(args) -> int:
         write_json(out / "metrics.json", metrics)  # last: it claims the tables above
     print(_attack_table(metrics))
     print(table)
-    print(f"wrote {out / 'defenses.csv'}, {out / 'defenses.md'} and {out / 'metrics.json'}")
+    _note(args, f"wrote {out / 'defenses.csv'}, {out / 'defenses.md'} and {out / 'metrics.json'}")
     return 0
 
 
@@ -233,8 +244,8 @@ def cmd_demo(args) -> int:
     args.dataset, args.method, args.trigger, args.strength, args.poison_ratio = "digits", "badsad", "corners", None, 0.1
     args.labeled_ratio, args.known_anomaly_class, args.epochs, args.ae_epochs = 0.01, None, None, None
     args.pollution_ratio, args.detector = 0.0, "deepsad"
-    args.quick, args.data_root, args.download, args.progress = True, None, False, False
-    print("BadSAD demo: a clean and a backdoored DeepSAD on scikit-learn's 8x8 digits (normal class "
+    args.quick, args.data_root, args.download, args.progress = True, None, False, None
+    _note(args, "BadSAD demo: a clean and a backdoored DeepSAD on scikit-learn's 8x8 digits (normal class "
           f"{args.normal_class}, corner trigger on 10% of the normal training images, no label changed; "
           "the attacker also runs the training and trains on triggered synthetic views).")
     return cmd_attack(args)
@@ -251,12 +262,12 @@ def cmd_reproduce(args) -> int:
             triggers=args.triggers, defenses=tuple(args.defenses), labeled_ratio=args.labeled_ratio,
             settings=settings[d])]
     where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else f"{args.jobs} job(s)"
-    print(f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
+    _note(args, f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
           f"{where}, one thread each)")
     with _dask_executor(args.scheduler) as executor:
-        results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=sys.stderr.isatty())
+        results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=_progress(args))
     print((out / "summary.md").read_text())
-    print(f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
+    _note(args, f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
     return 0
 
 
@@ -378,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=["mnist"], help="mnist (with BADSAD_DATA) and/or digits")
     _mode_options(p)
     p.set_defaults(func=cmd_prepare)
+    for command in sub.choices.values():
+        chatter = command.add_mutually_exclusive_group()
+        chatter.add_argument("-q", "--quiet", action="store_true", help="results only: no set-up lines, no progress")
+        chatter.add_argument("-v", "--verbose", action="store_true", help="progress bars even when not on a terminal")
     return parser
 
 

@@ -222,3 +222,15 @@ def test_a_log_file_gets_no_progress_bars(tmp_path):
                              "--ae-epochs", "2", "--progress", "--out", str(tmp_path)], capture_output=True, text=True,
                             timeout=300)
     assert "DeepSAD" in forced.stderr and "it/s" in forced.stderr  # asked for: shown
+
+
+def test_quiet_prints_results_only_and_verbose_shows_progress(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--epochs", "2", "--ae-epochs", "1", "--out", str(tmp_path)]
+    assert main([*argv, "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("DeepSAD on digits") and len(out.splitlines()) == 1 and "it/s" not in err
+    assert main([*argv, "-v"]) == 0
+    out, err = capsys.readouterr()
+    assert "run: deepsad on digits" in out and "it/s" in err
+    with pytest.raises(SystemExit):
+        main([*argv, "-q", "-v"])
