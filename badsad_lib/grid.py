@@ -1,17 +1,20 @@
 """The experiment grid: one independent, resumable job per ``RunSpec``.
 
-Each cell writes its result atomically to ``OUT/cells/<spec.key>.json``; a rerun skips cells whose
-file exists, so an interrupted run loses nothing. A cell is claimed (``<key>.claim``, naming its
-owner: ``badsad_lib.claims``) while it runs, so two runs on one folder never compute the same cell
-twice: the second says which process it waits for, waits for its result, and takes the cell over
-only if that process has died (a reused PID is not taken for the owner). Every cell runs on one thread whatever ``jobs`` is, so results do not
-depend on how the grid was run. Clean models are cached in ``OUT/models/<clean spec key>.pt``,
-keyed by the whole clean specification (split, detector, settings), never reused across settings,
-and trained once for all the cells that share it (claimed while it trains; the others wait for it).
-Trained backdoored models are kept there too (``<spec.model_key>.pt``), so a defended cell reuses
-the model of the same run without defenses. Each kept model records the specification it was
-trained for and is reused only for exactly that run (``badsad_lib.cache``): a model copied to
-another run's name, or one from before identities were recorded, is retrained.
+Each cell writes its result atomically to ``OUT/cells/<spec.key>.json``, recording what made it
+(``made_by``: host, machine, library version and source hash); a rerun skips cells whose file exists
+and was made by the same code, so an interrupted run loses nothing and a cell from another version
+of the library is computed again, never mixed in (a worker running other code is refused). A cell is
+claimed (``<key>.claim``, naming its owner: ``badsad_lib.claims``) while it runs, so two runs on one
+folder never compute the same cell twice: the second says which process it waits for, waits for its
+result, and takes the cell over only if that process has died (a reused PID is not taken for the
+owner). Every cell runs on one thread whatever ``jobs`` is, so results do not depend on how the grid
+was run. Clean models are cached in ``OUT/models/<clean spec key>.pt``, keyed by the whole clean
+specification (split, detector, settings), never reused across settings, and trained once for all
+the cells that share it (claimed while it trains; the others wait for it). Trained backdoored models
+are kept there too (``<spec.model_key>.pt``), so a defended cell reuses the model of the same run
+without defenses. Each kept model records the specification and the code it was trained with and is
+reused only for exactly that run and code (``badsad_lib.cache``): a model copied to another run's name, or one from
+before identities were recorded, is retrained.
 
 Any ``concurrent.futures.Executor`` can run the cells: a Dask client's ``get_executor()`` spreads
 them over a cluster (threaded workers give the same numbers: a fit seeds nothing process-wide). The
@@ -28,6 +31,7 @@ import sys
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
+from functools import lru_cache
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -70,23 +74,41 @@ def _claim_file(path: Path) -> Path:
     return path.with_suffix(".claim")
 
 
+@lru_cache(maxsize=1)
+def code() -> str:
+    """12 hex digits of the library's source hash: what a cell's result and kept models were made by."""
+    from .cache import source_hash
+
+    return source_hash()[:12]
+
+
+def finished_cell(path: Path) -> dict | None:
+    """The result at ``path`` if it is there and was made by this code; None otherwise (missing, unreadable, or
+    from another version of the library: such a cell is computed again, never mixed into this code's tables)."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    made_by = result.get("made_by") if isinstance(result, dict) else None
+    return result if isinstance(made_by, dict) and made_by.get("source") == code() else None
+
+
 def provenance() -> dict:
     """What computed a cell: the host, the machine (CPU, cores, OS, Python, torch, device), the library's
     version and a hash of its source, so cells from nodes with different installs can be told apart."""
     import socket
 
     from . import __version__
-    from .cache import source_hash
     from .provenance import machine
 
-    return {"host": socket.gethostname(), "machine": machine(), "library": __version__, "source": source_hash()[:12]}
+    return {"host": socket.gethostname(), "machine": machine(), "library": __version__, "source": code()}
 
 
 def _model_identity(spec: RunSpec) -> str:
     """What a model kept under ``OUT/models`` was trained for: the whole specification of its run."""
     from .cache import identity
 
-    return identity(run=spec.canonical())
+    return identity(run=spec.canonical(), code=code())
 
 
 def run_cell(spec: RunSpec, out: str) -> dict | str:
@@ -95,8 +117,9 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
     from .experiments import run
 
     path = cell_path(out, spec)
-    if path.exists():
-        return json.loads(path.read_text())
+    done = finished_cell(path)
+    if done is not None:
+        return done
     for sub in ("cells", "models"):  # a worker that does not see the driver's folder works in its own copy
         (Path(out) / sub).mkdir(parents=True, exist_ok=True)
     token = claims.claim(_claim_file(path))
@@ -169,7 +192,7 @@ def _shared_clean_model(spec: RunSpec, path: Path, wanted: str, poll: float = 1.
 def _wait_for(spec: RunSpec, out, poll: float = 5.0) -> dict:
     """The result of a cell another process claimed; computed here if that process dies first."""
     path, said = cell_path(out, spec), None
-    while not path.exists():
+    while finished_cell(path) is None:
         result = run_cell(spec, out)
         if result != CLAIMED_ELSEWHERE:
             return result
@@ -178,7 +201,7 @@ def _wait_for(spec: RunSpec, out, poll: float = 5.0) -> dict:
             tqdm.write(f"waiting for cell {spec.key}: {claims.describe(owner)} is computing it", file=sys.stderr)
             said = owner.get("token")
         time.sleep(poll)
-    return json.loads(path.read_text())
+    return finished_cell(path)
 
 
 def _worker_start(parent: int) -> None:
@@ -229,7 +252,7 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
         (out / sub).mkdir(exist_ok=True)
         clean_stale_temps(out / sub)
     specs = list({s.key: s for s in specs}.values())
-    todo = [s for s in specs if not cell_path(out, s).exists()]
+    todo = [s for s in specs if finished_cell(cell_path(out, s)) is None]
     own = executor is None and min(jobs, len(todo)) > 1
     if own:
         executor = worker_pool(min(jobs, len(todo)))  # never more workers than cells
@@ -239,8 +262,12 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
     def finished(spec: RunSpec, result: dict) -> None:
         """The driver keeps each cell's result as its worker returned it, and writes it here unless the
         worker already did (so a worker on another machine, without this folder, loses nothing)."""
+        made_by = result.get("made_by", {}).get("source")
+        if made_by != code():
+            raise ValueError(f"cell {spec.key} was computed by library source {made_by}, but this driver runs "
+                             f"{code()}: install the same version of the course on every worker")
         done[spec.key] = result
-        if not cell_path(out, spec).exists():
+        if finished_cell(cell_path(out, spec)) is None:
             write_json(cell_path(out, spec), result)
         bar.update()
     try:
@@ -270,6 +297,6 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
         bar.close()
         if own:
             executor.shutdown()
-    results = [done[s.key] if s.key in done else json.loads(cell_path(out, s).read_text()) for s in specs]
+    results = [done[s.key] if s.key in done else finished_cell(cell_path(out, s)) for s in specs]
     write_tables(results, out)
     return results

@@ -137,11 +137,11 @@ def test_a_waiting_grid_says_which_cell_and_owner_it_waits_for(tmp_path, capsys)
 
     def finish_later():
         time.sleep(0.5)
-        path.write_text(json.dumps({"done": True}))
+        path.write_text(json.dumps({"done": True, "made_by": {"source": grid.code()}}))
         claims.release(lock, token)
     with ThreadPoolExecutor(1) as pool:
         pool.submit(finish_later)
-        assert grid._wait_for(spec, tmp_path, poll=0.1) == {"done": True}
+        assert grid._wait_for(spec, tmp_path, poll=0.1)["done"] is True
     err = capsys.readouterr().err
     assert f"waiting for cell {spec.key}: process {os.getpid()} on" in err and err.count("waiting") == 1
 
@@ -316,3 +316,22 @@ def test_cells_that_share_a_clean_model_train_it_once(tmp_path, monkeypatch):
     assert len(trained) == 1
     assert cells[0]["auc_clean_model"] == cells[1]["auc_clean_model"]
     assert not list((tmp_path / "models").glob("*.claim"))
+
+
+def test_a_cell_made_by_other_code_is_computed_again_and_a_worker_with_other_code_is_refused(tmp_path):
+    specs = make_specs(["digits"], [5], [0], ["naive"])
+    first = run_grid(specs, tmp_path, progress=False)[0]
+    path = grid.cell_path(tmp_path, specs[0])
+    stale = {**first, "auc_backdoored": -1.0, "made_by": {**first["made_by"], "source": "0" * 12}}
+    path.write_text(json.dumps(stale))
+    again = run_grid(specs, tmp_path, progress=False)[0]  # not mixed into this code's table: recomputed
+    assert again["auc_backdoored"] == first["auc_backdoored"] and again["made_by"]["source"] == grid.code()
+
+    class OtherInstall(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            def elsewhere():
+                result = fn(*args, **kwargs)
+                return {**result, "made_by": {**result["made_by"], "source": "f" * 12}}
+            return super().submit(elsewhere)
+    with OtherInstall(1) as pool, pytest.raises(ValueError, match="same version of the course on every worker"):
+        run_grid(make_specs(["digits"], [6], [0], ["naive"]), tmp_path / "mixed", executor=pool, progress=False)
