@@ -64,3 +64,18 @@ def test_no_import_cycle_in_the_library():
         return None
     cycles = [c for c in (cycle_from(m, m, [m]) for m in sorted(graph)) if c]
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_constraints_pin_every_direct_dependency_within_its_bounds():
+    """constraints.txt (what CI installs) pins each package pyproject names, at a version its bound allows."""
+    pins = dict(line.strip().lower().split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        name = _name(requirement)
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        floor = re.search(r">=\s*([\d.]+)", requirement)
+        if floor:
+            version = tuple(int(p) for p in re.findall(r"\d+", pins[name])[:3])
+            wanted = tuple(int(p) for p in floor.group(1).split("."))
+            assert version[:len(wanted)] >= wanted, f"{name}=={pins[name]} is below {requirement}"
