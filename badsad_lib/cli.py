@@ -15,6 +15,7 @@ from .errors import CheckpointError, DatasetNotFoundError, OutputError
 from .io import clean_stale_temps, ensure_output_dir, write_json, write_text
 from .names import DATASETS, DEFENSES, METHODS, TIERS, TRIGGERS
 
+SCHEDULER_TIMEOUT = 10.0  # seconds a --scheduler has to answer
 EXPECTED_ERRORS = (ValueError, DatasetNotFoundError, CheckpointError, OutputError, FloatingPointError, OSError)
 
 
@@ -272,8 +273,9 @@ def cmd_reproduce(args) -> int:
 
 
 @contextmanager
-def _dask_executor(address: str | None, timeout: float = 10.0):
+def _dask_executor(address: str | None):
     """An executor on the Dask scheduler at ``address`` (None: no executor, local jobs)."""
+    timeout = SCHEDULER_TIMEOUT
     if not address:
         yield None
         return
