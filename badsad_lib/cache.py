@@ -17,16 +17,6 @@ import sys
 from pathlib import Path
 
 
-def source_hash() -> str:
-    """SHA-1 of the library's source files (hex): changes with any edit of ``badsad_lib``."""
-    import hashlib
-
-    digest = hashlib.sha1()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def identity(**parts) -> str:
     """The identity string of a cached model: its parts as canonical JSON (sorted keys)."""
     return json.dumps(parts, sort_keys=True, separators=(",", ":"))

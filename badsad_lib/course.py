@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from .data import DatasetNotFoundError, OneClassSplit, load_dataset
-from .cache import identity, load_trained_for, save_trained_for, source_hash
+from .cache import identity, load_trained_for, save_trained_for
+from .provenance import source_hash
 from .deepsad import DeepSAD, center_from, deepsad_loss
 from .device import device_report, get_device
 from .experiments import backdoor_metrics, make_detector, split_of, train_attacked

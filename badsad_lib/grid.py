@@ -12,9 +12,9 @@ was run. Clean models are cached in ``OUT/models/<clean spec key>.pt``, keyed by
 specification (split, detector, settings), never reused across settings, and trained once for all
 the cells that share it (claimed while it trains; the others wait for it). Trained backdoored models
 are kept there too (``<spec.model_key>.pt``), so a defended cell reuses the model of the same run
-without defenses. Each kept model records the specification and the code it was trained with and is
-reused only for exactly that run and code (``badsad_lib.cache``): a model copied to another run's name, or one from
-before identities were recorded, is retrained.
+without defenses. Each kept model records the specification and the code it was trained with and
+is reused only for exactly that run and code (``badsad_lib.cache``): a model copied to another
+run's name, or one from before identities were recorded, is retrained.
 
 Any ``concurrent.futures.Executor`` can run the cells: a Dask client's ``get_executor()`` spreads
 them over a cluster (threaded workers give the same numbers: a fit seeds nothing process-wide). The
@@ -77,7 +77,7 @@ def _claim_file(path: Path) -> Path:
 @lru_cache(maxsize=1)
 def code() -> str:
     """12 hex digits of the library's source hash: what a cell's result and kept models were made by."""
-    from .cache import source_hash
+    from .provenance import source_hash
 
     return source_hash()[:12]
 
@@ -91,17 +91,6 @@ def finished_cell(path: Path) -> dict | None:
         return None
     made_by = result.get("made_by") if isinstance(result, dict) else None
     return result if isinstance(made_by, dict) and made_by.get("source") == code() else None
-
-
-def provenance() -> dict:
-    """What computed a cell: the host, the machine (CPU, cores, OS, Python, torch, device), the library's
-    version and a hash of its source, so cells from nodes with different installs can be told apart."""
-    import socket
-
-    from . import __version__
-    from .provenance import machine
-
-    return {"host": socket.gethostname(), "machine": machine(), "library": __version__, "source": code()}
 
 
 def _model_identity(spec: RunSpec) -> str:
@@ -138,7 +127,9 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
             result = run(spec, clean_model=loaded["clean"], backdoored_model=loaded.get("backdoored"))
             if "backdoored" in models and loaded["backdoored"] is None:
                 save_trained_for(result.backdoored, models["backdoored"], _model_identity(runs["backdoored"]))
-            metrics = {**result.metrics, "made_by": provenance()}
+            from .provenance import made_by
+
+            metrics = {**result.metrics, "made_by": made_by(code())}
             metrics["seconds"] += clean_seconds
             if spec.defenses:
                 from .defenses import run_defenses, scenario_for

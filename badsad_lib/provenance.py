@@ -1,4 +1,5 @@
-"""Where a result came from: the machine (CPU, cores, OS, Python, torch, device) and the code's commit."""
+"""Where a result came from: the machine (CPU, cores, OS, Python, torch, device), the code's commit and a
+hash of the library's source."""
 from __future__ import annotations
 
 import os
@@ -39,3 +40,23 @@ def commit() -> str:
     """The code's commit: ``BADSAD_COMMIT`` if set (a copy of a commit run elsewhere, e.g. sent to a GPU machine
     with no .git or a stale one), else git's HEAD, else "unknown"."""
     return os.environ.get("BADSAD_COMMIT", "") or _git("rev-parse", "HEAD") or "unknown"
+
+
+def source_hash() -> str:
+    """SHA-1 of the library's source files (hex): changes with any edit of ``badsad_lib``."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def made_by(source: str) -> dict:
+    """What computed a result: the host, the machine, the library's version and ``source`` (its source hash),
+    so results from nodes with different installs can be told apart."""
+    import socket
+
+    from . import __version__
+
+    return {"host": socket.gethostname(), "machine": machine(), "library": __version__, "source": source}
