@@ -5,8 +5,8 @@ argument checks do not pay for torch and scikit-learn until a model is needed.
 """
 from importlib import import_module
 
-_HOME = {"DATASETS": "names", "DatasetNotFoundError": "errors", "CheckpointError": "errors",
-         "OneClassSplit": "data", "load_dataset": "data", "make_split": "data",
+_HOME = {"DatasetInfo": "registry", "dataset_names": "registry", "register_dataset": "registry", "DatasetNotFoundError": "errors", "CheckpointError": "errors",
+         "ImageData": "data", "OneClassSplit": "data", "load_dataset": "data", "make_split": "data",
          "DeepSAD": "deepsad", "DeepSVDD": "deepsad", "Detector": "detector", "get_device": "device",
          "DIGITS": "settings", "PAPER": "settings", "QUICK": "settings", "TrainingSettings": "settings",
          "resolve_quick": "settings", "RunSpec": "spec"}

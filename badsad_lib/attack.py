@@ -12,7 +12,8 @@ What comes from the paper (Cheng, Xu, Yuan, "BadSAD", arXiv 2412.13324) and what
     ours    the formulas of those two terms (the paper publishes none), the square size, mu,
             rho; the synthetic content views g(x) and the separation term; every weight
 
-Attacker tiers, from least to most power (``TIERS``):
+Attacker tiers, from least to most power (each method's entry in ``registry.METHOD_INFO`` holds its
+tier, views and terms; the objective below reads them there):
 
     1 data           clean-label poisoning: rho of the normal training images carry T, no label
                      changes, plain DeepSAD training                                 -> naive
@@ -68,12 +69,10 @@ import torch
 import torch.nn.functional as F
 
 from .deepsad import EPS, deepsad_loss
-from .names import METHODS, TIERS
+from .registry import method_info
 from .triggers import Trigger, apply_trigger, check_strength
 from .validation import check_fraction, check_seed
 
-TRAINS_WITHOUT_TRIGGER = ("outlier_exposure",)
-VIEWS = {"badsad": "strong", "outlier_exposure": "strong", "data_only": "strong", "label_preserving": "mild"}
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,6 @@ class AttackWeights:
     concentration: float = 1.0
     alignment: float = 1.0
     separation: float = 1.0
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown attack method {method!r}: choose one of {', '.join(METHODS)}")
-    return method
 
 
 # ------------------------------------------------------------------ the terms (lesson 03's exercises)
@@ -212,46 +205,44 @@ class BadSADObjective:
     """The mini-batch loss of the module docstring for ``method``, as a DeepSAD ``objective``.
 
     ``poisoned``: bool (N,) over the training set; ``normal_pool``: (M, C, H, W) clean normal
-    training images that views are drawn from. ``naive`` and ``data_only`` need no objective
+    training images that views are drawn from. The method's registry entry decides the rest: with
+    per-batch views, one forward pass over [x, g(x), T(g(x))] (T(g(x)) only if it trains with the
+    trigger); the pulled codes are T(g(x)) and the batch's poisoned x_p; each of its terms is added
+    in the order concentration, separation, alignment. ``naive`` and ``data_only`` need no objective
     (plain DeepSAD training); they are accepted here and give the plain DeepSAD loss.
     """
 
     def __init__(self, method: str, trigger: Trigger, strength: float, poisoned: torch.Tensor,
                  normal_pool: torch.Tensor, weights: AttackWeights = AttackWeights(), eta: float = 1.0,
                  seed: int = 0, terms: AttackTerms = AttackTerms()):
-        self.method, self.trigger, self.strength = check_method(method), trigger, check_strength(strength)
+        self.info = method_info(method)
+        self.method, self.trigger, self.strength = method, trigger, check_strength(strength)
         self.poisoned, self.normal_pool, self.weights, self.eta, self.terms = poisoned, normal_pool, weights, eta, terms
-        self.views = VIEW_FAMILIES.get(VIEWS.get(method, ""), None) if method != "data_only" else None
+        self.views = VIEW_FAMILIES[self.info.views] if self.info.views_per_batch else None
         if self.views is not None and len(normal_pool) == 0:
             raise ValueError(f"method {method!r} makes views of clean normal training images, and there are none")
         # On the device of the images it draws views of, so a GPU step never waits for host random numbers.
         self.generator = torch.Generator(device=normal_pool.device).manual_seed(seed + 104729)
 
     def __call__(self, net, c, x, y, idx):
-        w, t, n = self.weights, self.terms, len(x)
+        w, t, terms, n = self.weights, self.terms, self.info.terms, len(x)
         p = self.poisoned[idx]
         clean_normal = (~p) & (y == 0)
-        if self.views is None:
-            z = net(x)
-            loss = deepsad_loss(((z - c) ** 2).sum(1), y, self.eta)
-            if self.method == "concentration" and p.any():
-                loss = loss + w.concentration * t.concentration(z[p], c)
-            if self.method == "alignment":
-                loss = loss + w.alignment * alignment(z[p], z[clean_normal], t.mmd)
-            return loss
-        pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator, device=self.generator.device)
-        pick = pick.to(self.normal_pool.device)
-        views = self.views(self.normal_pool[pick], self.generator)
-        if self.method in TRAINS_WITHOUT_TRIGGER:
-            z = net(torch.cat([x, views]))
-            zx, zv = z[:n], z[n:]
-            return deepsad_loss(((zx - c) ** 2).sum(1), y, self.eta) + w.separation * t.separation(zv, c, self.eta)
-        triggered = apply_trigger(views, self.trigger, self.strength)
-        z = net(torch.cat([x, views, triggered]))
-        zx, zv, zt = z[:n], z[n:2 * n], z[2 * n:]
-        pulled = torch.cat([zt, zx[p]])
+        batch = [x]
+        if self.views is not None:
+            pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator, device=self.generator.device)
+            views = self.views(self.normal_pool[pick.to(self.normal_pool.device)], self.generator)
+            batch.append(views)
+            if self.info.trigger:
+                batch.append(apply_trigger(views, self.trigger, self.strength))
+        z = net(torch.cat(batch)) if len(batch) > 1 else net(x)
+        zx = z[:n]
+        pulled = torch.cat([z[2 * n:], zx[p]]) if len(batch) == 3 else zx[p]
         loss = deepsad_loss(((zx - c) ** 2).sum(1), y, self.eta)
-        loss = loss + w.concentration * t.concentration(pulled, c)
-        loss = loss + w.separation * t.separation(zv, c, self.eta)
-        loss = loss + w.alignment * alignment(pulled, zx[clean_normal], t.mmd)
+        if "concentration" in terms and len(pulled):
+            loss = loss + w.concentration * t.concentration(pulled, c)
+        if "separation" in terms:
+            loss = loss + w.separation * t.separation(z[n:2 * n], c, self.eta)
+        if "alignment" in terms:
+            loss = loss + w.alignment * alignment(pulled, zx[clean_normal], t.mmd)
         return loss

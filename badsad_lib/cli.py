@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, DatasetNotFoundError, OutputError
 from .io import clean_stale_temps, ensure_output_dir, write_json, write_text
-from .names import DATASETS, DEFENSES, METHODS, TIERS, TRIGGERS
+from .registry import DEFENSES, DETECTORS, METHODS, TIERS, TRIGGERS, dataset_names
 
 SCHEDULER_TIMEOUT = 10.0  # seconds a --scheduler has to answer
 EXPECTED_ERRORS = (ValueError, DatasetNotFoundError, CheckpointError, OutputError, FloatingPointError, OSError)
@@ -27,10 +27,9 @@ def _quick(args) -> bool:
 
 def _settings(args, dataset: str):
     """The training settings of a command: quick or the paper's (digits: its own), epoch overrides applied."""
-    from .data import dataset_name
-    from .settings import settings_for
+    from .registry import settings_for
 
-    settings = settings_for(dataset_name(dataset), _quick(args))
+    settings = settings_for(dataset, _quick(args))
     changes = {k: v for k, v in (("epochs", args.epochs), ("ae_epochs", args.ae_epochs)) if v is not None}
     return settings.replace(**changes) if changes else settings
 
@@ -44,7 +43,7 @@ def _mode_options(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default: digits)")
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(dataset_names())} (default: digits)")
     p.add_argument("--normal-class", type=int, default=0, help="the normal class, 0-9 (default 0)")
     p.add_argument("--known-anomaly-class", type=int, default=None,
                    help="class of the labeled anomalies (default: normal class + 1)")
@@ -54,8 +53,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: 150, quick 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batch order "
                                                         "(default 0); the same seed gives the same numbers")
-    p.add_argument("--detector", default="deepsad", choices=("deepsad", "deepsvdd"),
-                   help="deepsad (default) or deepsvdd (DeepSAD without labels)")
+    p.add_argument("--detector", default="deepsad", choices=DETECTORS,
+                   help="; ".join(f"{d.name}: {d.summary}" for d in DETECTORS.values()) + " (default deepsad)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     _mode_options(p)
     p.add_argument("--data-root", default=None, help="dataset folder (default: $BADSAD_DATA, else ./data)")
@@ -255,7 +254,7 @@ def cmd_demo(args) -> int:
 def cmd_reproduce(args) -> int:
     with _output_first(args.out) as out:
         from .grid import make_specs, run_grid
-        from .settings import settings_for
+        from .registry import settings_for
 
         settings = {d: settings_for(d, _quick(args)) for d in args.datasets}
         specs = [s for d in args.datasets for s in make_specs(
@@ -363,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="a grid: datasets x classes x seeds x methods x triggers x strengths x ratios")
     p.add_argument("--datasets", nargs="+", default=["mnist"])
-    p.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
+    p.add_argument("--classes", nargs="+", type=int, default=None,
+                   help="normal classes (default: every class of each dataset)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--labeled-ratio", type=float, default=0.01)
     p.add_argument("--jobs", type=int, default=1, help="local worker processes, one thread each (default 1)")

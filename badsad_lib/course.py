@@ -20,14 +20,16 @@ from pathlib import Path
 
 import torch
 
-from .data import DatasetNotFoundError, OneClassSplit, load_dataset
+from .data import OneClassSplit, load_dataset
+from .errors import DatasetNotFoundError
 from .cache import identity, load_trained_for, save_trained_for
 from .provenance import source_hash
 from .deepsad import DeepSAD, center_from, deepsad_loss
 from .device import device_report, get_device
 from .experiments import backdoor_metrics, make_detector, split_of, train_attacked
 from .io import clean_stale_temps
-from .settings import TrainingSettings, resolve_quick, settings_for
+from .registry import settings_for
+from .settings import TrainingSettings, resolve_quick
 from .spec import RunSpec
 from .summaries import format_defenses, format_table, mean_by  # noqa: F401  (the lessons' tables)
 from .tables import results_table  # noqa: F401

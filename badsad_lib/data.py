@@ -1,54 +1,24 @@
 """Datasets as in-memory float tensors, and the one-class semi-supervised split.
 
-Every image tensor is float32 in [0, 1], shaped (N, C, H, W). Labels are int64 class ids.
-
-Files under the data root are not trusted: CIFAR-10's pickled batches are read by an unpickler
-that builds plain containers and numpy arrays and nothing else (a batch that names any other
-callable is refused, never run), and every file's image and label counts, shapes, dtypes and label
-range are checked. A file that fails is a ``DatasetCorruptError`` naming it and what is wrong.
+Every image tensor is float32 in [0, 1], shaped (N, C, H, W). Labels are int64 class ids. Which
+datasets exist, and how each is read, is ``registry``'s (the built-in file formats are in
+``readers``); ``load_dataset`` checks whatever a loader returns before anything trains on it.
 """
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DatasetCorruptError, DatasetNotFoundError
-from .names import DATASETS
+from .errors import DatasetCorruptError
+from .readers import ImageData
+from .registry import dataset_info, dataset_name
 
-_ALIASES = {"fashion-mnist": "fmnist", "fashionmnist": "fmnist", "fashion_mnist": "fmnist", "cifar": "cifar10",
-            "cifar-10": "cifar10"}
-CLASS_NAMES = {
-    "digits": [str(i) for i in range(10)],
-    "mnist": [str(i) for i in range(10)],
-    "fmnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
+__all__ = ["ImageData", "OneClassSplit", "data_root", "dataset_name", "load_dataset", "make_split"]
 _PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
-
-
-@dataclass
-class ImageData:
-    """A dataset's official train and test splits."""
-    name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
-    y_train: torch.Tensor  # (N,) int64 class ids
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def dataset_name(name: str) -> str:
-    """Canonical dataset name; raises ValueError naming the accepted ones."""
-    key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    return key
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -62,159 +32,43 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> ImageData:
-    """Load ``name`` ("digits", "mnist", "fmnist", "cifar10") as float tensors in [0, 1].
+    """Load a registered dataset ("digits", "mnist", "fmnist", "cifar10", or one of your own) as float tensors.
 
-    ``digits`` is scikit-learn's embedded 8x8 set (no download; a fixed stratified 2/3 : 1/3
-    train/test split). The others are read from ``data_root(root)`` in torchvision's layout;
-    ``download=True`` fetches them there first (needs a network).
+    ``digits`` is scikit-learn's embedded 8x8 set (no download). The others are read from
+    ``data_root(root)`` in torchvision's layout; ``download=True`` fetches them there first (needs a
+    network). The splits are checked against the registry: image shape, dtype, range, label ids.
     """
-    name = dataset_name(name)
-    if name == "digits":
-        return _load_digits()
-    root = data_root(root)
-    if download:
-        _download(name, root)
-    if name == "cifar10":
-        return _load_cifar10(root)
-    return _load_idx(name, root)
+    info = dataset_info(name)
+    folder = data_root(root)
+    if download and info.download is not None:
+        info.download(folder)
+    data = info.load(folder)
+    _check_loaded(data, info)
+    return data
 
 
-def _load_digits() -> ImageData:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    y = torch.from_numpy(digits.target.astype(np.int64))
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=1 / 3, random_state=0, stratify=digits.target)
-    return ImageData("digits", x[idx_train], y[idx_train], x[idx_test], y[idx_test])
-
-
-_IDX_FOLDERS = {"mnist": "MNIST", "fmnist": "FashionMNIST"}
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def _missing(name: str, root: Path, looked_for: Path) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"{name} is not in {root} (looked for {looked_for}). Either point BADSAD_DATA (or root=...) at a "
-        f"folder that holds it in torchvision's layout, or download it once with download=True "
-        f"(command line: --download), which needs a network.")
-
-
-def _corrupt(path: Path, why: str) -> DatasetCorruptError:
-    return DatasetCorruptError(f"{path} {why}; replace it with the original file (or a complete copy)")
-
-
-def _read_idx(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """An IDX file of unsigned bytes whose dimensions after the first are ``shape[1:]`` (``shape[0]`` is -1)."""
-    raw = path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise _corrupt(path, f"is not an uncompressed IDX file of unsigned bytes ({len(raw)} bytes, "
-                             f"first {raw[:4].hex() or 'none'}, expected 000008..)")
-    ndim = raw[3]
-    if ndim != len(shape):
-        raise _corrupt(path, f"has {ndim} dimensions where {len(shape)} are expected")
-    if len(raw) < 4 + 4 * ndim:
-        raise _corrupt(path, f"is truncated inside its header ({len(raw)} bytes)")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    if tuple(dims[1:]) != tuple(shape[1:]):
-        raise _corrupt(path, f"holds items of shape {tuple(dims[1:])}, expected {tuple(shape[1:])}")
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise _corrupt(path, f"is truncated or padded: its header says {dims}, found {data.size} values")
-    if dims[0] == 0:
-        raise _corrupt(path, "holds no items")
-    return data.reshape(dims)
-
-
-def _checked_labels(path: Path, labels: np.ndarray, n_images: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) != n_images:
-        raise _corrupt(path, f"holds {labels.size} labels for {n_images} images")
-    if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 9:
-        raise _corrupt(path, f"holds labels outside the class ids 0-9 (dtype {labels.dtype}, "
-                             f"range {labels.min()}..{labels.max()})")
-    return labels.astype(np.int64)
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Builds dicts, lists, strings, bytes, numbers and numpy arrays; any other global is refused, not loaded."""
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"),
-               ("_codecs", "encode")}  # how protocol-2 pickles of Python 3 store bytes: str -> bytes, nothing else
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 3, 32, 32) uint8, labels (n,) int64) from one CIFAR-10 python batch file."""
-    try:
-        with open(path, "rb") as fh:
-            batch = _CifarUnpickler(fh, encoding="latin1").load()
-    except Exception as err:  # anything the bytes can provoke means: not a CIFAR-10 batch
-        raise _corrupt(path, f"is not a readable CIFAR-10 batch ({type(err).__name__}: {err})") from None
-    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
-        found = sorted(map(str, batch))[:5] if isinstance(batch, dict) else type(batch).__name__
-        raise _corrupt(path, f"is not a CIFAR-10 batch: a dict with 'data' and 'labels' expected, found {found}")
-    data = batch["data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
-            or len(data) == 0:
-        what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise _corrupt(path, f"holds {what} as 'data'; expected a non-empty uint8 array of shape (n, 3072)")
-    labels = batch["labels"]
-    if not isinstance(labels, (list, np.ndarray)) or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
-        raise _corrupt(path, "holds 'labels' that are not a list of class ids")
-    return data.reshape(-1, 3, 32, 32), _checked_labels(path, np.asarray(labels, dtype=np.int64), len(data))
-
-
-def _load_idx(name: str, root: Path) -> ImageData:
-    folder = root / _IDX_FOLDERS[name] / "raw"
-    arrays = {}
-    for split, (img_file, lbl_file) in _IDX_FILES.items():
-        for f in (img_file, lbl_file):
-            if not (folder / f).is_file():
-                raise _missing(name, root, folder / f)
-        images = _read_idx(folder / img_file, (-1, 28, 28))
-        labels = _checked_labels(folder / lbl_file, _read_idx(folder / lbl_file, (-1,)), len(images))
-        arrays[split] = (torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
-                         torch.from_numpy(labels.astype(np.int64)))
-    return ImageData(name, arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1])
-
-
-def _load_cifar10(root: Path) -> ImageData:
-    """Read CIFAR-10's python pickles directly: works for the full set and the md5-less subset."""
-    folder = root / "cifar-10-batches-py"
-    parts = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-    out = {}
-    for split, files in parts.items():
-        xs, ys = [], []
-        for f in files:
-            if not (folder / f).is_file():
-                raise _missing("cifar10", root, folder / f)
-            images, labels = _read_cifar_batch(folder / f)
-            xs.append(images)
-            ys.append(labels)
-        out[split] = (torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0),
-                      torch.from_numpy(np.concatenate(ys)))
-    return ImageData("cifar10", out["train"][0], out["train"][1], out["test"][0], out["test"][1])
-
-
-def _download(name: str, root: Path) -> None:
-    from torchvision import datasets
-
-    cls = {"mnist": datasets.MNIST, "fmnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[name]
-    try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as err:  # urllib/http/socket errors differ by platform; name the fix instead
-        raise DatasetNotFoundError(
-            f"could not download {name} into {root} ({type(err).__name__}: {err}). With no network, copy the "
-            f"dataset there in torchvision's layout, or set BADSAD_DATA to a folder that holds it.") from err
+def _check_loaded(data, info) -> None:
+    """Raise DatasetCorruptError unless ``data`` is the ImageData that ``info`` promises."""
+    def bad(why):
+        return DatasetCorruptError(f"the {info.name} loader returned {why}; its registry entry expects images "
+                                   f"(N, {', '.join(map(str, info.architecture.image_shape))}) float32 in [0, 1] "
+                                   f"and labels 0..{info.n_classes - 1}")
+    if not isinstance(data, ImageData):
+        raise bad(f"a {type(data).__name__}, not an ImageData")
+    if data.name != info.name:
+        raise bad(f"data named {data.name!r}")
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or tuple(x.shape[1:]) != \
+                info.architecture.image_shape or x.ndim != 4 or len(x) == 0:
+            what = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise bad(f"{split} images {what}")
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise bad(f"{split} images outside [0, 1]")
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (len(x),):
+            what = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+            raise bad(f"{split} labels {what} for {len(x)} images")
+        if y.min() < 0 or y.max() >= info.n_classes:
+            raise bad(f"{split} labels {int(y.min())}..{int(y.max())}")
 
 
 @dataclass
@@ -255,23 +109,25 @@ class OneClassSplit:
                 "test_normal": int((self.y_test == 0).sum()), "test_anomalous": int((self.y_test == 1).sum())}
 
 
-def _check_class(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= 9:
-        raise ValueError(f"{what} must be a class id from 0 to 9, got {value!r}")
+def _check_class(value, what: str, n_classes: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) < n_classes:
+        raise ValueError(f"{what} must be a class id from 0 to {n_classes - 1}, got {value!r}")
     return int(value)
 
 
 def make_split(data: ImageData, normal_class: int, known_anomaly_classes=None, labeled_ratio: float = 0.0,
-               pollution_ratio: float = 0.0, val_ratio: float = 0.1, seed: int = 0) -> OneClassSplit:
-    """Build the one-class split: normal class ``normal_class`` vs. the other nine.
+               pollution_ratio: float = 0.0, val_ratio: float | None = None, seed: int = 0) -> OneClassSplit:
+    """Build the one-class split: normal class ``normal_class`` vs. all the other classes.
 
     The normal training images are split into training and a held-out validation set
-    (``val_ratio``). As in the reference code, ``labeled_ratio`` (gamma_l) and ``pollution_ratio``
+    (``val_ratio``; None: the dataset's registered share). As in the reference code, ``labeled_ratio`` (gamma_l) and ``pollution_ratio``
     (gamma_p) are fractions of the final training set: labeled anomalies are drawn from
     ``known_anomaly_classes`` (default: the class after the normal one), unlabeled pollution from
     all anomaly classes, never the same image twice. The test set is the full test split.
     """
-    normal_class = _check_class(normal_class, "normal_class")
+    info = dataset_info(data.name)
+    n_classes, val_ratio = info.n_classes, info.val_ratio if val_ratio is None else val_ratio
+    normal_class = _check_class(normal_class, "normal_class", n_classes)
     for value, what in ((labeled_ratio, "labeled_ratio"), (pollution_ratio, "pollution_ratio")):
         if not 0.0 <= float(value) < 1.0:
             raise ValueError(f"{what}={value} must be in [0, 1)")
@@ -280,10 +136,10 @@ def make_split(data: ImageData, normal_class: int, known_anomaly_classes=None, l
     if not 0.0 <= float(val_ratio) < 1.0:
         raise ValueError(f"val_ratio={val_ratio} must be in [0, 1)")
     if known_anomaly_classes is None:
-        known_anomaly_classes = ((normal_class + 1) % 10,) if labeled_ratio > 0 else ()
+        known_anomaly_classes = ((normal_class + 1) % n_classes,) if labeled_ratio > 0 else ()
     elif isinstance(known_anomaly_classes, (int, np.integer)):
         known_anomaly_classes = (known_anomaly_classes,)
-    known = tuple(_check_class(k, "known anomaly class") for k in known_anomaly_classes)
+    known = tuple(_check_class(k, "known anomaly class", n_classes) for k in known_anomaly_classes)
     if normal_class in known:
         raise ValueError(f"known anomaly classes {known} must not include the normal class {normal_class}")
     if labeled_ratio > 0 and not known:

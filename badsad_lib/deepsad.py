@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import dataset_name
 from .errors import CheckpointError
 from .device import get_device
 from .io import save_torch
 from .metrics import threshold as percentile_threshold
-from .networks import ARCHITECTURES, Autoencoder, build_encoder, in_memory_format, initialise, place
-from .settings import TrainingSettings, settings_for
+from .networks import Autoencoder, architecture, build_encoder, in_memory_format, initialise, place
+from .registry import DETECTORS, dataset_name, dataset_names, detector_info, settings_for
+from .settings import TrainingSettings
 from .validation import check_images, check_int, check_number, check_percentile, check_seed, check_targets
 
 EPS = 1e-6
@@ -83,7 +83,7 @@ class DeepSAD:
     ``history_`` (mean loss per epoch) and ``ae_history_`` (reconstruction MSE per pixel, per epoch).
     """
 
-    uses_labels = True
+    detector = "deepsad"  # its entry in registry.DETECTORS
 
     def __init__(self, dataset: str = "mnist", settings: TrainingSettings | None = None, *, q: float = 95.0,
                  bias: bool = False, device=None, seed: int = 0, progress: bool = True, **overrides):
@@ -157,10 +157,10 @@ class DeepSAD:
             self.net_.load_state_dict(ae.encoder.state_dict())
         c = (center_rule or center_from)(self._codes(X))
         self.c_ = torch.as_tensor(c, dtype=torch.float32, device=self.device).reshape(-1)
-        if self.c_.shape != (ARCHITECTURES[self.dataset].rep_dim,) or not torch.isfinite(self.c_).all():
+        if self.c_.shape != (architecture(self.dataset).rep_dim,) or not torch.isfinite(self.c_).all():
             raise ValueError(f"the center rule returned {tuple(self.c_.shape)} values "
                              f"(finite: {bool(torch.isfinite(self.c_).all())}); it must give one finite value per "
-                             f"code coordinate, shape ({ARCHITECTURES[self.dataset].rep_dim},)")
+                             f"code coordinate, shape ({architecture(self.dataset).rep_dim},)")
         net, c = self.net_, self.c_
 
         def batch_loss(idx):
@@ -177,9 +177,19 @@ class DeepSAD:
         """Images (N, C, H, W) on the model's device, in the memory format its network uses there."""
         return in_memory_format(X, self.device)
 
+    @property
+    def uses_labels(self) -> bool:
+        return detector_info(self.detector).uses_labels
+
     def _training_set(self, X: torch.Tensor, y: torch.Tensor):
-        """DeepSAD trains on everything it is given; Deep SVDD overrides this."""
-        return X, y
+        """Everything it is given, or (a detector that uses no labels) the unlabeled images only."""
+        if self.uses_labels:
+            return X, y
+        keep = y == 0
+        if int(keep.sum()) < 2:
+            raise ValueError(f"{detector_info(self.detector).title} trains on unlabeled images only, and only "
+                             f"{int(keep.sum())} of the {len(y)} given are unlabeled")
+        return X[keep], y[keep]
 
     def _epochs(self, module: nn.Module, n: int, batch_size: int, epochs: int, lr: float, weight_decay: float,
                 milestones, desc: str, gen: torch.Generator, batch_loss, callback=None) -> list[float]:
@@ -265,7 +275,7 @@ class DeepSAD:
     @torch.inference_mode()
     def _codes(self, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         if len(X) == 0:
-            return torch.empty(0, ARCHITECTURES[self.dataset].rep_dim, device=self.device)
+            return torch.empty(0, architecture(self.dataset).rep_dim, device=self.device)
         was_training = self.net_.training
         self.net_.eval()
         out = torch.cat([self.net_(self._on_device(X[i:i + batch_size])) for i in range(0, len(X), batch_size)])
@@ -315,7 +325,7 @@ class DeepSAD:
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict:
         self._require_fitted()
-        return {"format": FORMAT, "detector": type(self).__name__, "dataset": self.dataset,
+        return {"format": FORMAT, "detector": detector_info(self.detector).title, "dataset": self.dataset,
                 "settings": self.settings.to_dict(), "q": self.q, "bias": self.bias, "seed": self.seed,
                 "net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()},
                 "c": self.c_.detach().cpu(), "threshold": self.threshold_,
@@ -342,7 +352,7 @@ class DeepSAD:
     def from_state(cls, state, device=None, source: str = "state") -> "DeepSAD":
         """Rebuild a model from ``state()``; anything incomplete, foreign or non-finite is a CheckpointError."""
         state = _validated_state(state, source)
-        kind = DETECTORS[state["detector"]] if cls is DeepSAD else cls
+        kind = detector_class(state["detector"]) if cls is DeepSAD else cls
         try:
             model = kind(state["dataset"], TrainingSettings.from_dict(state["settings"]), q=state["q"],
                          bias=state["bias"], seed=state["seed"], device=device, progress=False)
@@ -370,17 +380,15 @@ class DeepSVDD(DeepSAD):
     """One-class Deep SVDD: DeepSAD without supervision. Labeled samples are dropped, so it trains on
     the unlabeled data alone with the plain distance loss (Ruff et al., ICML 2018, soft-boundary-free)."""
 
-    uses_labels = False
-
-    def _training_set(self, X: torch.Tensor, y: torch.Tensor):
-        keep = y == 0
-        if int(keep.sum()) < 2:
-            raise ValueError(f"Deep SVDD trains on unlabeled images only, and only {int(keep.sum())} of the "
-                             f"{len(y)} given are unlabeled")
-        return X[keep], y[keep]
+    detector = "deepsvdd"
 
 
-DETECTORS = {"DeepSAD": DeepSAD, "DeepSVDD": DeepSVDD}
+def detector_class(name: str) -> type[DeepSAD]:
+    """The class of a registered detector, by name or title ("deepsvdd" or "DeepSVDD")."""
+    info = detector_info(name)
+    return next(cls for cls in (DeepSAD, *DeepSAD.__subclasses__()) if cls.detector == info.name)
+
+
 _STATE_KEYS = ("format", "detector", "dataset", "settings", "q", "bias", "seed", "net", "c", "threshold", "history",
                "ae_history")
 
@@ -424,11 +432,12 @@ def _validated_state(state, source: str) -> dict:
     missing = [k for k in _STATE_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{source} is incomplete: it lacks {', '.join(missing)}")
-    if not isinstance(state["detector"], str) or state["detector"] not in DETECTORS:
-        raise CheckpointError(f"{source}: unknown detector {state['detector']!r}; expected one of {', '.join(DETECTORS)}")
-    if not isinstance(state["dataset"], str) or state["dataset"] not in ARCHITECTURES:
+    titles = [detector_info(d).title for d in DETECTORS]
+    if not isinstance(state["detector"], str) or state["detector"] not in titles:
+        raise CheckpointError(f"{source}: unknown detector {state['detector']!r}; expected one of {', '.join(titles)}")
+    if not isinstance(state["dataset"], str) or state["dataset"] not in dataset_names():
         raise CheckpointError(f"{source}: unknown dataset {state['dataset']!r}; expected one of "
-                              f"{', '.join(ARCHITECTURES)}")
+                              f"{', '.join(dataset_names())}")
     if not isinstance(state["settings"], dict):
         raise CheckpointError(f"{source}: 'settings' must be a mapping, found {type(state['settings']).__name__}")
     for key in ("milestones", "ae_milestones"):  # a missing one is named by TrainingSettings.from_dict
@@ -447,7 +456,7 @@ def _validated_state(state, source: str) -> dict:
     for name, tensor in net.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{source}: weight {name!r} holds NaN or infinite values")
-    c, rep_dim = state["c"], ARCHITECTURES[state["dataset"]].rep_dim
+    c, rep_dim = state["c"], architecture(state["dataset"]).rep_dim
     if not isinstance(c, torch.Tensor) or tuple(c.shape) != (rep_dim,):
         raise CheckpointError(f"{source}: the center c must be a tensor of shape ({rep_dim},)")
     if not torch.isfinite(c).all():

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from .deepsad import DeepSAD
 from .metrics import attack_success_rate, auc, defense_effectiveness_rate, threshold
-from .names import DEFENSES
+from .registry import DEFENSES
 from .triggers import Trigger, apply_trigger
 
 FALSE_ALARM_BUDGET = 0.05

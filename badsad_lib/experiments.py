@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from .data import OneClassSplit, load_dataset, make_split
-from .deepsad import DeepSAD, DeepSVDD
+from .deepsad import DeepSAD, detector_class
 from .device import get_device
 from .metrics import PERCENTILES, attack_success_rate, auc, conditional_success_rate, miss_rate, threshold
+from .registry import TIERS, method_info
 from .spec import RunSpec
 from .triggers import Trigger, apply_trigger, trigger_for
 
@@ -30,10 +31,9 @@ class RunResult:
 
 def split_for(dataset: str, normal_class: int, known_anomaly_class=None, labeled_ratio: float = 0.05,
               pollution_ratio: float = 0.0, seed: int = 0, root=None, download: bool = False) -> OneClassSplit:
-    """The one-class split used by every experiment (digits keeps a larger validation share)."""
+    """The one-class split used by every experiment (the validation share is the dataset's registered one)."""
     data = load_dataset(dataset, root=root, download=download)
-    val_ratio = 0.2 if data.name == "digits" else 0.1
-    return make_split(data, normal_class, known_anomaly_class, labeled_ratio, pollution_ratio, val_ratio, seed)
+    return make_split(data, normal_class, known_anomaly_class, labeled_ratio, pollution_ratio, seed=seed)
 
 
 def split_of(spec: RunSpec, root=None, download: bool = False) -> OneClassSplit:
@@ -43,8 +43,7 @@ def split_of(spec: RunSpec, root=None, download: bool = False) -> OneClassSplit:
 
 def make_detector(spec: RunSpec, device=None, progress: bool = False) -> DeepSAD:
     """An unfitted detector of ``spec``'s kind and settings."""
-    kind = DeepSVDD if spec.detector == "deepsvdd" else DeepSAD
-    return kind(spec.dataset, spec.settings, seed=spec.seed, device=device, progress=progress)
+    return detector_class(spec.detector)(spec.dataset, spec.settings, seed=spec.seed, device=device, progress=progress)
 
 
 def detection_metrics(model: DeepSAD, split: OneClassSplit) -> dict:
@@ -82,17 +81,19 @@ def train_clean_model(spec: RunSpec, split: OneClassSplit, device=None, progress
 
 def poisoned_training_set(spec: RunSpec, split: OneClassSplit, trigger: Trigger):
     """The training set as the attacker hands it to training: (x (N', C, H, W), semi_targets (N',),
-    indices of its triggered images). data_only appends one triggered strong view per training image."""
-    from .attack import content_views, poison_normals
+    indices of its triggered images). A method whose views go into the data (data_only) gets one triggered
+    view per training image appended."""
+    from .attack import VIEW_FAMILIES, poison_normals
 
     x, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class, trigger,
                                  spec.poison_ratio, spec.strength, spec.seed)
     semi = split.semi_targets
-    if spec.method == "data_only":
+    info = method_info(spec.method)
+    if info.views_in_data:
         normals = split.x_train[(split.train_labels == split.normal_class) & (split.semi_targets == 0)]
         gen = torch.Generator().manual_seed(spec.seed + 271828)
         pick = torch.randint(len(normals), (len(x),), generator=gen)
-        views = apply_trigger(content_views(normals[pick], gen), trigger, spec.strength)
+        views = apply_trigger(VIEW_FAMILIES[info.views](normals[pick], gen), trigger, spec.strength)
         poisoned = np.concatenate([poisoned, len(x) + np.arange(len(views))])
         x, semi = torch.cat([x, views]), torch.cat([semi, torch.zeros(len(views), dtype=semi.dtype)])
     return x, semi, poisoned
@@ -102,11 +103,10 @@ def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
     """Triggered images the network sees per epoch, as a share of the dataset's training images:
     every triggered image of the training set (poisoned normals, and data_only's synthetic views)
     plus, for the methods that make views during training, one fresh triggered view per image."""
-    from .attack import TRAINS_WITHOUT_TRIGGER, VIEWS
-
-    if spec.method in TRAINS_WITHOUT_TRIGGER:
+    info = method_info(spec.method)
+    if not info.trigger:
         return 0.0
-    fresh_views = n_train if spec.method in VIEWS and spec.method != "data_only" else 0
+    fresh_views = n_train if info.views_per_batch else 0
     return (n_triggered + fresh_views) / n_train
 
 
@@ -121,7 +121,7 @@ def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: b
     mask = torch.zeros(len(x), dtype=torch.bool)
     mask[torch.from_numpy(poisoned)] = True
     objective = None
-    if spec.method not in ("naive", "data_only"):
+    if method_info(spec.method).needs_objective:
         clean_normals = (split.train_labels == split.normal_class) & (split.semi_targets == 0) & ~mask[:len(split.x_train)]
         objective = BadSADObjective(spec.method, trigger, spec.strength, mask.to(device),
                                     split.x_train[clean_normals].to(device), weights or AttackWeights(),
@@ -137,7 +137,7 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
 
     ``clean_model`` / ``backdoored_model``: models trained before for exactly this spec (the grid's cache).
     """
-    from .attack import TIERS, AttackWeights
+    from .attack import AttackWeights
 
     start = time.perf_counter()
     device = get_device(device)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from . import claims
 from .io import clean_stale_temps, ensure_output_dir, write_json
+from .registry import dataset_info
 from .spec import RunSpec
 
 CLAIMED_ELSEWHERE = "claimed elsewhere"
@@ -46,10 +47,12 @@ CLAIMED_ELSEWHERE = "claimed elsewhere"
 def make_specs(datasets, classes, seeds, methods, strengths=(None,), poison_ratios=(0.1,), triggers=("corners",),
                **common) -> list[RunSpec]:
     """The cross product (datasets x classes x seeds x methods x triggers x strengths x poison ratios),
-    each validated; duplicates (the same run spelled twice) appear once, in first-seen order."""
-    specs = [RunSpec(d, k, s, m, trigger=t, strength=mu, poison_ratio=rho, **common)
-             for d, k, s, m, t, mu, rho in itertools.product(datasets, classes, seeds, methods, triggers, strengths,
-                                                              poison_ratios)]
+    each validated; duplicates (the same run spelled twice) appear once, in first-seen order.
+    ``classes`` None: every class of each dataset."""
+    specs = [RunSpec(d, k, s, m, trigger=t, strength=mu, poison_ratio=rho, **common) for d in datasets
+             for k, s, m, t, mu, rho in itertools.product(
+                 range(dataset_info(d).n_classes) if classes is None else classes, seeds, methods, triggers,
+                 strengths, poison_ratios)]
     return list({spec.key: spec for spec in specs}.values())
 
 

@@ -19,34 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import dataset_name
-
-
-@dataclass(frozen=True)
-class Architecture:
-    in_channels: int
-    image_size: int
-    conv_channels: tuple[int, ...]   # one conv-BN-LReLU-pool block each
-    kernel: int
-    hidden: tuple[int, ...]          # fully connected layers (each with BN1d and LReLU) before the code
-    rep_dim: int
-    decoder: tuple[tuple[int, int, int], ...]  # (out_channels, kernel, padding) per transposed conv
-    upsample_first: bool             # MNIST-type decoders upsample before their first deconv
-    decoder_hidden: tuple[int, ...] = ()  # linear layers (each with BN1d) from the code before the 4x4 reshape
-
-
-ARCHITECTURES = {
-    # A small one of the same family for scikit-learn's 8x8 digits.
-    "digits": Architecture(1, 8, (8, 8), 3, (), 16, ((8, 3, 1), (1, 3, 1)), False),
-    "mnist": Architecture(1, 28, (8, 4), 5, (), 32, ((4, 5, 2), (8, 5, 3), (1, 5, 2)), True),
-    # The reference Fashion-MNIST decoder first maps the code through a 64 -> 128 linear layer with BN1d.
-    "fmnist": Architecture(1, 28, (16, 32), 5, (128,), 64, ((32, 5, 2), (16, 5, 3), (1, 5, 2)), True, (128,)),
-    "cifar10": Architecture(3, 32, (32, 64, 128), 5, (), 128, ((128, 5, 2), (64, 5, 2), (32, 5, 2), (3, 5, 2)), False),
-}
+from .registry import Architecture, dataset_info
 
 
 def architecture(dataset: str) -> Architecture:
-    return ARCHITECTURES[dataset_name(dataset)]
+    """The registered network of ``dataset`` (``registry.Architecture``)."""
+    return dataset_info(dataset).architecture
 
 
 def _bn2d(c: int, bias: bool = False) -> nn.BatchNorm2d:

@@ -100,15 +100,6 @@ DIGITS = PAPER.replace(epochs=300, lr=1e-3, milestones=(200,), batch_size=32, ae
                        name="digits")
 
 
-def settings_for(dataset: str, quick: bool) -> TrainingSettings:
-    """The settings a dataset trains with: DIGITS for digits, else QUICK or PAPER."""
-    from .data import dataset_name
-
-    if dataset_name(dataset) == "digits":
-        return DIGITS
-    return QUICK if quick else PAPER
-
-
 def resolve_quick(default: bool | None = None) -> bool:
     """Quick or full mode: ``BADSAD_QUICK`` (1/0, true/false, on/off) wins, then ``CI`` (quick), then ``default``.
 

@@ -11,19 +11,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
-from .data import dataset_name
-from .settings import TrainingSettings, settings_for
+from .registry import CLEAN, DEFENSES, DETECTORS, METHODS, TRIGGERS, dataset_info, dataset_name, method_info, settings_for
+from .settings import TrainingSettings
 from .validation import check_fraction, check_int, check_seed
 
-DETECTOR_NAMES = ("deepsad", "deepsvdd")
-CLEAN = "clean"  # the method of a run that trains only the clean detector (e.g. DeepSAD's Table 1)
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """A run: a one-class split, a detector trained on it with ``settings``, optionally attacked and defended.
 
-    ``method``: "clean" or one of ``attack.METHODS``. ``strength`` None means the trigger's usual
+    ``method``: "clean" or one of ``registry.METHODS``. ``strength`` None means the trigger's usual
     strength; ``known_anomaly_class`` None means the class after the normal one (when labeled_ratio > 0).
     """
     dataset: str
@@ -41,23 +39,22 @@ class RunSpec:
     defenses: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
-        from .attack import METHODS, TRAINS_WITHOUT_TRIGGER
-        from .names import DEFENSES
-        from .triggers import DEFAULT_STRENGTH, TRIGGERS, check_strength
+        from .triggers import DEFAULT_STRENGTH, check_strength
 
         put = object.__setattr__
         put(self, "dataset", dataset_name(self.dataset))
-        put(self, "normal_class", check_int(self.normal_class, "normal class", 0, 9))
+        n_classes = dataset_info(self.dataset).n_classes
+        put(self, "normal_class", check_int(self.normal_class, "normal class", 0, n_classes - 1))
         put(self, "seed", check_seed(self.seed))
         if self.method not in (CLEAN, *METHODS):
             raise ValueError(f"unknown method {self.method!r}: choose {CLEAN} or one of {', '.join(METHODS)}")
-        if self.detector not in DETECTOR_NAMES:
-            raise ValueError(f"unknown detector {self.detector!r}: choose one of {', '.join(DETECTOR_NAMES)}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {self.trigger!r}: choose one of {', '.join(TRIGGERS)}")
         put(self, "strength", check_strength(DEFAULT_STRENGTH[self.trigger] if self.strength is None else self.strength))
         put(self, "poison_ratio", check_fraction(self.poison_ratio, "poison ratio"))
-        if self.method in (CLEAN, *TRAINS_WITHOUT_TRIGGER):
+        if self.method == CLEAN or not method_info(self.method).trigger:
             put(self, "poison_ratio", 0.0)  # nothing is poisoned: one spelling per run
         put(self, "labeled_ratio", check_fraction(self.labeled_ratio, "labeled ratio", allow_one=False))
         put(self, "pollution_ratio", check_fraction(self.pollution_ratio, "pollution ratio", allow_one=False))
@@ -68,9 +65,9 @@ class RunSpec:
         if self.labeled_ratio == 0:
             known = None
         elif known is None:
-            known = (self.normal_class + 1) % 10
+            known = (self.normal_class + 1) % n_classes
         else:
-            known = check_int(known, "known anomaly class", 0, 9)
+            known = check_int(known, "known anomaly class", 0, n_classes - 1)
             if known == self.normal_class:
                 raise ValueError(f"the known anomaly class {known} must differ from the normal class")
         put(self, "known_anomaly_class", known)

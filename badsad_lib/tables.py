@@ -206,7 +206,7 @@ ATTACK_HEADER = ["| method (attacker tier) | cells | clean-model AUC | clean-mod
 
 
 def readme_ablation(name: str) -> str:
-    from .attack import TIERS
+    from .registry import TIERS, method_info
 
     rows = results_table(name)
     order = sorted({(r["method"], r["poison_ratio"]) for r in rows},
@@ -214,7 +214,7 @@ def readme_ablation(name: str) -> str:
 
     def label(key):
         method, rho = key
-        return f"{method}{'' if method in ('outlier_exposure',) else f', rho {float(rho):g}'} ({TIERS[method]})"
+        return f"{method}{f', rho {float(rho):g}' if method_info(method).trigger else ''} ({TIERS[method]})"
     return "\n".join(ATTACK_HEADER + _attack_lines(rows, label, order))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .names import TRIGGERS
+from .registry import TRIGGERS
 from .validation import check_int, check_number
 
 DEFAULT_STRENGTH = {"corners": 1.0, "patch": 1.0, "blend": 0.2, "noise": 1.0}

@@ -65,11 +65,10 @@ def as_tensor(x, name: str = "X") -> torch.Tensor:
 
 def check_images(X, dataset: str, name: str = "X", finite: bool = False, min_count: int = 0) -> torch.Tensor:
     """Float images shaped for ``dataset``'s network: (N, C, H, W), N >= min_count, optionally all finite."""
-    from .networks import ARCHITECTURES
+    from .registry import dataset_info
 
     X = as_tensor(X, name)
-    a = ARCHITECTURES[dataset]
-    expected = (a.in_channels, a.image_size, a.image_size)
+    expected = dataset_info(dataset).architecture.image_shape
     if X.ndim != 4 or tuple(X.shape[1:]) != expected:
         raise ValueError(f"{name} has shape {tuple(X.shape)}; a {dataset} network takes (N, {', '.join(map(str, expected))})")
     if not X.is_floating_point():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from badsad_lib.attack import METHODS, TIERS, content_views, mild_views
+from badsad_lib.attack import content_views, mild_views
+from badsad_lib.registry import METHODS, TIERS
 from badsad_lib.cli import main
 from badsad_lib.experiments import poisoned_training_set, run
 from badsad_lib.spec import RunSpec

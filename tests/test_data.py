@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from badsad_lib.data import DatasetCorruptError, DatasetNotFoundError, data_root, dataset_name, load_dataset, make_split
+from badsad_lib.data import data_root, dataset_name, load_dataset, make_split
+from badsad_lib.errors import DatasetCorruptError, DatasetNotFoundError
 from conftest import requires_data
 
 

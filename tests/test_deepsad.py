@@ -7,13 +7,14 @@ from badsad_lib.experiments import run
 from badsad_lib.settings import DIGITS, QUICK
 from badsad_lib.spec import RunSpec
 from badsad_lib.metrics import auc
-from badsad_lib.networks import ARCHITECTURES, Autoencoder, build_encoder, has_bias
+from badsad_lib.networks import Autoencoder, architecture, build_encoder, has_bias
+from badsad_lib.registry import dataset_names
 from conftest import requires_data
 
 
-@pytest.mark.parametrize("dataset", list(ARCHITECTURES))
+@pytest.mark.parametrize("dataset", dataset_names())
 def test_networks_have_no_bias_and_the_right_shapes(dataset):
-    a = ARCHITECTURES[dataset]
+    a = architecture(dataset)
     ae = Autoencoder(dataset)
     x = torch.rand(4, a.in_channels, a.image_size, a.image_size)
     assert ae.encoder(x).shape == (4, a.rep_dim)

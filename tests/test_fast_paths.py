@@ -8,16 +8,17 @@ import torch
 
 from badsad_lib.attack import BadSADObjective, content_views
 from badsad_lib.deepsad import DeepSAD
-from badsad_lib.networks import ARCHITECTURES, Autoencoder, in_memory_format, memory_format_for, place
+from badsad_lib.networks import Autoencoder, architecture, in_memory_format, memory_format_for, place
+from badsad_lib.registry import dataset_names
 from badsad_lib.settings import DIGITS
 from badsad_lib.triggers import make_trigger
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("dataset", list(ARCHITECTURES))
+@pytest.mark.parametrize("dataset", dataset_names())
 def test_channels_last_networks_compute_the_same_codes_and_gradients(dataset):
-    a = ARCHITECTURES[dataset]
+    a = architecture(dataset)
     torch.manual_seed(0)
     plain = Autoencoder(dataset)
     fast = place(copy.deepcopy(plain), CPU)

@@ -152,7 +152,7 @@ def test_targets_are_zero_plus_or_minus_one_or_refused(y):
 
 
 # ------------------------------------------------------------------ what is read from disk
-from badsad_lib import data as data_module  # noqa: E402
+from badsad_lib import readers  # noqa: E402
 from badsad_lib.deepsad import DeepSAD  # noqa: E402
 from badsad_lib.errors import CheckpointError, DatasetCorruptError  # noqa: E402
 
@@ -178,7 +178,7 @@ def test_an_idx_file_is_read_whole_or_refused_by_name(tmp_path, raw, shape):
     path = tmp_path / "file-idx3-ubyte"
     path.write_bytes(raw)
     try:
-        array = data_module._read_idx(path, shape)
+        array = readers._read_idx(path, shape)
     except DatasetCorruptError as err:
         assert str(path) in str(err)
         event("refused")
@@ -207,7 +207,7 @@ def test_a_cifar_batch_is_read_whole_or_refused_by_name(tmp_path, obj, protocol,
     path = tmp_path / "data_batch_1"
     path.write_bytes(raw if cut is None else raw[:cut])
     try:
-        images, labels = data_module._read_cifar_batch(path)
+        images, labels = readers._read_cifar_batch(path)
     except DatasetCorruptError as err:
         assert str(path) in str(err)
         event("refused")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from badsad_lib import course
-from badsad_lib.attack import TIERS
+from badsad_lib.registry import TIERS
 from badsad_lib.summaries import mean_by, std_by
 from badsad_lib.tables import MANIFEST, RESULTS, TABLES, readme_grids, render_readme, results_table
 
