@@ -200,6 +200,25 @@ def mild_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 VIEW_FAMILIES = {"strong": content_views, "mild": mild_views}
 
 
+def poisoned_training_set(spec, split, trigger: Trigger):
+    """The training set of run ``spec`` (a ``RunSpec``) on ``split`` (a ``OneClassSplit``) as the attacker hands it to training: (x (N', C, H, W), semi_targets (N',),
+    indices of its triggered images). A method whose views go into the data (data_only) gets one triggered
+    view per training image appended."""
+    x, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class, trigger,
+                                 spec.poison_ratio, spec.strength, spec.seed)
+    semi = split.semi_targets
+    info = method_info(spec.method)
+    if info.views_in_data:
+        normals = split.x_train[(split.train_labels == split.normal_class) & (split.semi_targets == 0)]
+        gen = torch.Generator().manual_seed(spec.seed + 271828)
+        pick = torch.randint(len(normals), (len(x),), generator=gen)
+        views = apply_trigger(VIEW_FAMILIES[info.views](normals[pick], gen), trigger, spec.strength)
+        poisoned = np.concatenate([poisoned, len(x) + np.arange(len(views))])
+        x, semi = torch.cat([x, views]), torch.cat([semi, torch.zeros(len(views), dtype=semi.dtype)])
+    return x, semi, poisoned
+
+
+
 # ------------------------------------------------------------------ the objective
 class BadSADObjective:
     """The mini-batch loss of the module docstring for ``method``, as a DeepSAD ``objective``.

@@ -221,15 +221,11 @@ def cmd_attack(args) -> int:
 
 def cmd_defend(args) -> int:
     with _one_run(args, args.method, args.defense) as (spec, out):
-        from .defenses import run_defenses, scenario_for
-        from .grid import one_thread
-        from .summaries import csv_text, defense_markdown, defense_rows
+        from .summaries import csv_text, defense_markdown
 
-        result = _run(args, spec)
+        result = _run(args, spec)  # trains, attacks and runs the spec's defenses, on one thread
         metrics = result.metrics
-        with one_thread():
-            metrics["defenses"] = run_defenses(spec.defenses, scenario_for(spec, result.split, result.backdoored))
-        rows = defense_rows([metrics])
+        rows = result.cell.defense_rows()
         write_text(out / "defenses.csv", csv_text(rows))
         table = defense_markdown(rows)
         write_text(out / "defenses.md", table)
@@ -307,8 +303,16 @@ def cmd_tables(args) -> int:
     if unknown:
         raise ValueError(f"unknown table(s) {', '.join(unknown)}: choose from {', '.join(TABLES)}")
     readme = Path(args.readme) if args.readme else None
+    if readme is not None:
+        from .readme import check_readme
+
+        check_readme(readme)  # before any table is made
     with _dask_executor(args.scheduler) as executor:
-        done = main_tables(args.names, args.work, args.jobs, readme, executor=executor)
+        done = main_tables(args.names, args.work, args.jobs, executor=executor)
+    if readme is not None:
+        from .readme import check_readme, render_readme
+
+        write_text(readme, render_readme(check_readme(readme)))
     print(f"made {', '.join(done) or 'no table'}" + (f"; re-rendered {readme}" if readme else ""))
     return 0
 

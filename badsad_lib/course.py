@@ -226,7 +226,7 @@ def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float 
     who = f"backdoored DeepSAD ({method}" + (", your terms)" if custom else ")")
     model = _cached(spec, train, custom, who)
     if "trigger" not in result:
-        from .experiments import poisoned_training_set
+        from .attack import poisoned_training_set
         from .triggers import trigger_for
 
         result["trigger"] = trigger_for(lesson.split.x_train, trigger_name)

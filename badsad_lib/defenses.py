@@ -97,7 +97,7 @@ class DefenseResult:
 
 def scenario_for(spec, split, model: DeepSAD) -> Scenario:
     """The scenario of ``model`` backdoored by run ``spec`` on ``split`` (the training set is rebuilt from the spec)."""
-    from .experiments import poisoned_training_set
+    from .attack import poisoned_training_set
     from .triggers import trigger_for
 
     trigger = trigger_for(split.x_train, spec.trigger)

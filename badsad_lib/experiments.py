@@ -1,4 +1,4 @@
-"""One experiment: a ``RunSpec`` -> data split -> trained model(s) -> metrics (a JSON-ready dict)."""
+"""One experiment: a ``RunSpec`` -> data split -> trained model(s) -> measurements (a ``CellResult``)."""
 from __future__ import annotations
 
 import time
@@ -12,6 +12,7 @@ from .deepsad import DeepSAD, detector_class
 from .device import get_device
 from .metrics import PERCENTILES, attack_success_rate, auc, conditional_success_rate, miss_rate, threshold
 from .registry import TIERS, method_info
+from .result import CellResult
 from .spec import RunSpec
 from .triggers import Trigger, apply_trigger, trigger_for
 
@@ -26,7 +27,12 @@ class RunResult:
     backdoored: DeepSAD | None     # None for a clean run
     trigger: Trigger
     poisoned: np.ndarray           # indices into the training set as trained on
-    metrics: dict
+    cell: CellResult               # what was measured
+
+    @property
+    def metrics(self) -> dict:
+        """The measurements as JSON-ready data (``CellResult.to_dict``)."""
+        return self.cell.to_dict()
 
 
 def split_for(dataset: str, normal_class: int, known_anomaly_class=None, labeled_ratio: float = 0.05,
@@ -79,26 +85,6 @@ def train_clean_model(spec: RunSpec, split: OneClassSplit, device=None, progress
     return model.fit(split.x_train, split.semi_targets, X_val=split.x_val, callback=callback)
 
 
-def poisoned_training_set(spec: RunSpec, split: OneClassSplit, trigger: Trigger):
-    """The training set as the attacker hands it to training: (x (N', C, H, W), semi_targets (N',),
-    indices of its triggered images). A method whose views go into the data (data_only) gets one triggered
-    view per training image appended."""
-    from .attack import VIEW_FAMILIES, poison_normals
-
-    x, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class, trigger,
-                                 spec.poison_ratio, spec.strength, spec.seed)
-    semi = split.semi_targets
-    info = method_info(spec.method)
-    if info.views_in_data:
-        normals = split.x_train[(split.train_labels == split.normal_class) & (split.semi_targets == 0)]
-        gen = torch.Generator().manual_seed(spec.seed + 271828)
-        pick = torch.randint(len(normals), (len(x),), generator=gen)
-        views = apply_trigger(VIEW_FAMILIES[info.views](normals[pick], gen), trigger, spec.strength)
-        poisoned = np.concatenate([poisoned, len(x) + np.arange(len(views))])
-        x, semi = torch.cat([x, views]), torch.cat([semi, torch.zeros(len(views), dtype=semi.dtype)])
-    return x, semi, poisoned
-
-
 def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
     """Triggered images the network sees per epoch, as a share of the dataset's training images:
     every triggered image of the training set (poisoned normals, and data_only's synthetic views)
@@ -113,7 +99,7 @@ def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
 def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
                    terms=None):
     """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images)."""
-    from .attack import AttackTerms, AttackWeights, BadSADObjective
+    from .attack import AttackTerms, AttackWeights, BadSADObjective, poisoned_training_set
 
     device = get_device(device) if not isinstance(device, torch.device) else device
     trigger = trigger_for(split.x_train, spec.trigger)
@@ -133,11 +119,12 @@ def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: b
 
 def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progress: bool = False,
         clean_model: DeepSAD | None = None, backdoored_model: DeepSAD | None = None, weights=None) -> RunResult:
-    """Run ``spec``: train (or take) the clean model and, for an attack, the backdoored one; measure both.
+    """Run ``spec``: train (or take) the clean model and, for an attack, the backdoored one; measure both;
+    run the spec's defenses on the backdoored model. ``seconds`` counts all of it.
 
     ``clean_model`` / ``backdoored_model``: models trained before for exactly this spec (the grid's cache).
     """
-    from .attack import AttackWeights
+    from .attack import AttackWeights, poisoned_training_set
 
     start = time.perf_counter()
     device = get_device(device)
@@ -146,33 +133,36 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
     if clean_model is None:
         clean_model = train_clean_model(spec, split, device, progress)
     clean = backdoor_metrics(clean_model, split, trigger, spec.strength)
-    common = {"key": spec.key, "spec": spec.canonical(), "dataset": spec.dataset, "normal_class": spec.normal_class,
-              "seed": spec.seed, "method": spec.method, "detector": spec.detector, "settings_name": spec.settings.name,
-              "labeled_ratio": spec.labeled_ratio, "known_anomaly_class": spec.known_anomaly_class,
-              "device": str(device), "threads": torch.get_num_threads()}
+    common = dict(key=spec.key, spec=spec.canonical(), dataset=spec.dataset, normal_class=spec.normal_class,
+                  seed=spec.seed, method=spec.method, detector=spec.detector, settings_name=spec.settings.name,
+                  labeled_ratio=spec.labeled_ratio, known_anomaly_class=spec.known_anomaly_class, device=str(device),
+                  threads=torch.get_num_threads(), trigger=spec.trigger, strength=spec.strength,
+                  clean_model=_trigger_part(clean))
     if not spec.attacked:
-        metrics = {**common, "auc": clean["auc"], "threshold": clean["threshold"], "miss_rate": clean["miss_rate"],
-                   "counts": split.counts(), "final_loss": clean_model.history_[-1] if clean_model.history_ else None,
-                   "trigger": spec.trigger, "strength": spec.strength, "clean_model": _trigger_part(clean),
-                   "seconds": time.perf_counter() - start}
-        return RunResult(spec, split, clean_model, None, trigger, np.array([], dtype=np.int64), metrics)
+        cell = CellResult(**common, auc=clean["auc"], threshold=clean["threshold"], miss_rate=clean["miss_rate"],
+                          counts=split.counts(), final_loss=clean_model.history_[-1] if clean_model.history_ else None,
+                          seconds=time.perf_counter() - start)
+        return RunResult(spec, split, clean_model, None, trigger, np.array([], dtype=np.int64), cell)
     weights = weights or AttackWeights()
     if backdoored_model is None:
         backdoored, trigger, poisoned = train_attacked(spec, split, device, progress, weights)
     else:
         backdoored, poisoned = backdoored_model, poisoned_training_set(spec, split, trigger)[2]
     bad = backdoor_metrics(backdoored, split, trigger, spec.strength)
+    defended = None
+    if spec.defenses:
+        from .defenses import run_defenses, scenario_for
+
+        defended = run_defenses(spec.defenses, scenario_for(spec, split, backdoored))
     n_dataset_poisoned = int((poisoned < len(split.x_train)).sum())
-    metrics = {**common, "tier": TIERS[spec.method], "trigger": spec.trigger, "strength": spec.strength,
-               "poison_ratio": spec.poison_ratio, "n_poisoned": n_dataset_poisoned,
-               "n_synthetic_triggered": int(len(poisoned) - n_dataset_poisoned),
-               "trigger_exposure": trigger_exposure(spec, len(split.x_train), len(poisoned)),
-               "auc_clean_model": clean["auc"], "auc_backdoored": bad["auc"],
-               "asr": bad["asr"], "conditional_asr": bad["conditional_asr"], "miss_rate": bad["miss_rate"],
-               "threshold": bad["threshold"], "asr_by_strength": bad["asr_by_strength"],
-               "clean_model": _trigger_part(clean), "weights": asdict(weights),
-               "seconds": time.perf_counter() - start}
-    return RunResult(spec, split, clean_model, backdoored, trigger, poisoned, metrics)
+    cell = CellResult(**common, tier=TIERS[spec.method], poison_ratio=spec.poison_ratio, n_poisoned=n_dataset_poisoned,
+                      n_synthetic_triggered=int(len(poisoned) - n_dataset_poisoned),
+                      trigger_exposure=trigger_exposure(spec, len(split.x_train), len(poisoned)),
+                      auc_clean_model=clean["auc"], auc_backdoored=bad["auc"], asr=bad["asr"],
+                      conditional_asr=bad["conditional_asr"], miss_rate=bad["miss_rate"], threshold=bad["threshold"],
+                      asr_by_strength=bad["asr_by_strength"], weights=asdict(weights), defenses=defended,
+                      seconds=time.perf_counter() - start)
+    return RunResult(spec, split, clean_model, backdoored, trigger, poisoned, cell)
 
 
 def _trigger_part(m: dict) -> dict:

@@ -86,14 +86,19 @@ def code() -> str:
 
 
 def finished_cell(path: Path) -> dict | None:
-    """The result at ``path`` if it is there and was made by this code; None otherwise (missing, unreadable, or
-    from another version of the library: such a cell is computed again, never mixed into this code's tables)."""
+    """The result at ``path`` if it is there, whole (``CellResult.from_dict``) and made by this code; None
+    otherwise (missing, unreadable, not a result, or from another version of the library: such a cell is
+    computed again, never mixed into this code's tables)."""
+    from .result import CellResult
+
     try:
-        result = json.loads(path.read_text())
+        result = CellResult.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return None
-    made_by = result.get("made_by") if isinstance(result, dict) else None
-    return result if isinstance(made_by, dict) and made_by.get("source") == code() else None
+    if not isinstance(result.made_by, dict) or result.made_by.get("source") != code() or \
+            result.key != path.stem:
+        return None
+    return result.to_dict()
 
 
 def _model_identity(spec: RunSpec) -> str:
@@ -132,14 +137,7 @@ def run_cell(spec: RunSpec, out: str) -> dict | str:
                 save_trained_for(result.backdoored, models["backdoored"], _model_identity(runs["backdoored"]))
             from .provenance import made_by
 
-            metrics = {**result.metrics, "made_by": made_by(code())}
-            metrics["seconds"] += clean_seconds
-            if spec.defenses:
-                from .defenses import run_defenses, scenario_for
-
-                scenario = scenario_for(spec, result.split, result.backdoored)
-                metrics["defenses"] = run_defenses(spec.defenses, scenario)
-                metrics["seconds"] += sum(d["seconds"] for d in metrics["defenses"])
+            metrics = result.cell.replace(made_by=made_by(code()), seconds=result.cell.seconds + clean_seconds).to_dict()
         write_json(path, metrics)
         return metrics
     finally:

@@ -1,6 +1,6 @@
-"""Grid results as rows, summaries and markdown: one cell's result dict -> CSV rows (attacks, clean
-runs, defenses), means and spreads over cells, and the ``results.csv`` / ``defenses.csv`` /
-``summary.md`` that every grid folder gets (``write_tables``).
+"""Grid results as rows, summaries and markdown: cells -> CSV rows (``CellResult.to_row``), means and
+spreads over cells, and the ``results.csv`` / ``defenses.csv`` / ``summary.md`` that every grid folder
+gets (``write_tables``).
 """
 from __future__ import annotations
 
@@ -11,66 +11,31 @@ from pathlib import Path
 import numpy as np
 
 from .io import write_text
-from .spec import CLEAN
+from .result import DEFENSE_COLUMNS, CellResult
 
-STRENGTH_COLUMNS = ("asr_mu0", "asr_mu0.25", "asr_mu0.5", "asr_mu0.75", "asr_mu1")
-ATTACK_COLUMNS = ("dataset", "normal_class", "seed", "detector", "method", "tier", "trigger", "strength",
-                  "poison_ratio", "labeled_ratio", "settings", "auc_clean_model", "auc_backdoored", "asr_90", "asr_95",
-                  "asr_99", "conditional_asr_95", "miss_rate_95", "clean_model_asr_95", "trigger_exposure",
-                  *STRENGTH_COLUMNS, "seconds", "key")
-CLEAN_COLUMNS = ("dataset", "normal_class", "seed", "detector", "labeled_ratio", "known_anomaly_class", "settings",
-                 "epochs", "ae_epochs", "lr", "auc", "miss_rate_95", "seconds", "key")
-DEFENSE_COLUMNS = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after")
-DEFENSE_DETAILS = ("mask_share", "held_out_pass_rate", "flagged", "detection_auroc", "flagged_share")  # flagged: 1/0
 SUMMARY_COLUMNS = ("auc_clean_model", "auc_backdoored", "asr_95", "conditional_asr_95", "miss_rate_95",
                    "clean_model_asr_95")
 
 
 # ------------------------------------------------------------------ cell results -> rows
-def attack_row(r: dict) -> dict:
-    """One CSV row of an attacked cell's metrics."""
-    by_mu = r.get("asr_by_strength", {})
-    return {"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"], "detector": r["detector"],
-            "method": r["method"], "tier": r["tier"], "trigger": r["trigger"], "strength": r["strength"],
-            "poison_ratio": r["poison_ratio"], "labeled_ratio": r["labeled_ratio"], "settings": r["settings_name"],
-            "auc_clean_model": r["auc_clean_model"], "auc_backdoored": r["auc_backdoored"],
-            **{f"asr_{q}": r["asr"][q] for q in ("90", "95", "99")},
-            "conditional_asr_95": r["conditional_asr"]["95"], "miss_rate_95": r["miss_rate"]["95"],
-            "clean_model_asr_95": r["clean_model"]["asr"]["95"], "trigger_exposure": r["trigger_exposure"],
-            **{col: by_mu.get(col[len("asr_mu"):]) for col in STRENGTH_COLUMNS},
-            "seconds": r["seconds"], "key": r["key"]}
+def _cell(r) -> CellResult:
+    return r if isinstance(r, CellResult) else CellResult.from_dict(r)
 
 
-def clean_row(r: dict) -> dict:
-    """One CSV row of a clean cell's metrics."""
-    s = r["spec"]["settings"]
-    return {"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"], "detector": r["detector"],
-            "labeled_ratio": r["labeled_ratio"], "known_anomaly_class": r["known_anomaly_class"],
-            "settings": r["settings_name"], "epochs": s["epochs"], "ae_epochs": s["ae_epochs"], "lr": s["lr"],
-            "auc": r["auc"], "miss_rate_95": r["miss_rate"]["95"], "seconds": r["seconds"], "key": r["key"]}
+def rows_of(results) -> list[dict]:
+    """One row per cell (``CellResult.to_row``); ``results`` are CellResults or their dicts."""
+    return [_cell(r).to_row() for r in results]
 
 
-def defense_rows(results: list[dict]) -> list[dict]:
+def defense_rows(results) -> list[dict]:
     """One row per (cell, defense)."""
-    rows = []
-    for r in results:
-        for d in r.get("defenses", []):
-            details = d.get("details", {})
-            rows.append({"dataset": r["dataset"], "normal_class": r["normal_class"], "seed": r["seed"],
-                         "method": r["method"], "trigger": r["trigger"], "defense": d["defense"],
-                         **{c: d[c] for c in DEFENSE_COLUMNS},
-                         **{c: int(v) if isinstance(v := details.get(c), bool) else v for c in DEFENSE_DETAILS},
-                         "seconds": d["seconds"], "key": r["key"]})
-    return rows
-
-
-def rows_of(results: list[dict]) -> list[dict]:
-    return [clean_row(r) if r["method"] == CLEAN else attack_row(r) for r in results]
+    return [row for r in results for row in _cell(r).defense_rows()]
 
 
 def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    columns = list(dict.fromkeys(c for row in rows for c in row))  # clean and attack rows: every column, once
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -172,15 +137,16 @@ def defense_markdown(rows: list[dict]) -> str:
 def write_tables(results: list[dict], out) -> str:
     """results.csv (one row per cell), defenses.csv (one per cell and defense) and summary.md; returns the markdown."""
     out = Path(out)
-    attacked = [attack_row(r) for r in results if r["method"] != CLEAN]
-    clean = [clean_row(r) for r in results if r["method"] == CLEAN]
-    write_text(out / "results.csv", csv_text(rows_of(results)))
+    cells = [_cell(r) for r in results]
+    attacked = [c.to_row() for c in cells if c.attacked]
+    clean = [c.to_row() for c in cells if not c.attacked]
+    write_text(out / "results.csv", csv_text(attacked + clean))
     parts = []
     if clean:
         parts.append(clean_markdown(clean))
     if attacked:
         parts.append(summary_markdown(attacked))
-    defended = defense_rows(results)
+    defended = defense_rows(cells)
     if defended:
         write_text(out / "defenses.csv", csv_text(defended))
         parts.append(defense_markdown(defended))

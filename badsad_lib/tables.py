@@ -1,18 +1,15 @@
-"""The tables shipped in ``badsad_lib/results``, the command that regenerates each, and the README's
-tables (a grid's rows and summaries are ``badsad_lib.summaries``; machine and commit, ``provenance``).
+"""The tables shipped in ``badsad_lib/results``: which grid makes each, and making them.
 
 Every shipped table is made by one command, ``badsad tables NAME``, which runs (or resumes) the
 cells of NAME's grid and records in ``results/MANIFEST.json`` the command, the commit, the machine
-and the seconds. The README's tables are rendered from the shipped CSVs between
-``<!-- begin table NAME -->`` and ``<!-- end table NAME -->`` (``badsad tables --readme``), and a
-test fails when the README and the CSVs disagree.
+and the seconds. (A grid's rows and summaries are ``summaries``; the README's tables, ``readme``;
+machine and commit, ``provenance``.)
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -22,9 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from .io import write_json, write_text
-from .provenance import _git, commit, machine  # noqa: F401  (where results came from; also used by scripts)
+from .provenance import _git, commit, machine
 from .spec import CLEAN, RunSpec
-from .summaries import STRENGTH_COLUMNS, _floats, _pm, csv_text, defense_rows, mean_by, rows_of, std_by
+from .summaries import csv_text, defense_rows, rows_of
 
 RESULTS = Path(__file__).parent / "results"
 MANIFEST = RESULTS / "MANIFEST.json"
@@ -165,203 +162,8 @@ def _record(name: str, entry: dict) -> None:
     write_json(MANIFEST, dict(sorted(entries.items())))
 
 
-# ------------------------------------------------------------------ the README's tables
-PAPER_TABLE1 = {"mnist": 96.7, "fmnist": 90.5}  # DeepSAD mean AUC (%), gamma_l = .05, as Table 1 is usually quoted
-
-
-def _f(v, digits=3) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def readme_table1() -> str:
-    rows = results_table("deepsad_table1")
-    lines = ["| dataset | classes | mean AUC ± std | lowest class | highest class | paper (Table 1) |",
-             "|---|---|---|---|---|---|"]
-    for dataset, label in (("mnist", "MNIST"), ("fmnist", "Fashion-MNIST")):
-        aucs = _floats(r["auc"] for r in rows if r["dataset"] == dataset)
-        if aucs.size:
-            lines.append(f"| {label} | {aucs.size} | {100 * aucs.mean():.1f} ± {100 * aucs.std():.1f} | "
-                         f"{100 * aucs.min():.1f} | {100 * aucs.max():.1f} | {PAPER_TABLE1[dataset]:.1f} ± 1 |")
-    return "\n".join(lines)
-
-
-def _attack_lines(rows, label_of, order) -> list[str]:
-    cols = ("auc_clean_model", "clean_model_asr_95", "auc_backdoored", "asr_95", "conditional_asr_95", "miss_rate_95",
-            "trigger_exposure")
-    means, stds = mean_by(rows, ("method", "poison_ratio"), cols), std_by(rows, ("method", "poison_ratio"), cols)
-    lines = []
-    for key in order:
-        if key in means:
-            m, s = means[key], stds[key]
-            lines.append(f"| {label_of(key)} | {m['cells']} | {_pm(m['auc_clean_model'], s['auc_clean_model'])} | "
-                         f"{_pm(m['clean_model_asr_95'], s['clean_model_asr_95'])} | "
-                         f"{_pm(m['auc_backdoored'], s['auc_backdoored'])} | **{_pm(m['asr_95'], s['asr_95'])}** | "
-                         f"{_pm(m['conditional_asr_95'], s['conditional_asr_95'])} | "
-                         f"{_pm(m['miss_rate_95'], s['miss_rate_95'])} | {_f(m['trigger_exposure'], 2)} |")
-    return lines
-
-
-ATTACK_HEADER = ["| method (attacker tier) | cells | clean-model AUC | clean-model ASR@95 | backdoored AUC | ASR@95 | "
-                 "conditional ASR@95 | miss rate@95 | trigger exposure |", "|---|---|---|---|---|---|---|---|---|"]
-
-
-def readme_ablation(name: str) -> str:
-    from .registry import TIERS, method_info
-
-    rows = results_table(name)
-    order = sorted({(r["method"], r["poison_ratio"]) for r in rows},
-                   key=lambda k: (list(TIERS).index(k[0]), -float(k[1])))
-
-    def label(key):
-        method, rho = key
-        return f"{method}{f', rho {float(rho):g}' if method_info(method).trigger else ''} ({TIERS[method]})"
-    return "\n".join(ATTACK_HEADER + _attack_lines(rows, label, order))
-
-
-def readme_seeds() -> str:
-    rows = results_table("mnist_seeds")
-    cols = ("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")
-    lines = ["| method | seed | cells | clean-model AUC | backdoored AUC | ASR@95 | miss rate@95 |",
-             "|---|---|---|---|---|---|---|"]
-    means, stds = mean_by(rows, ("method", "seed"), cols), std_by(rows, ("method", "seed"), cols)
-    for key in sorted(means, key=lambda k: (k[0] != "naive", int(k[1]))):
-        m, s = means[key], stds[key]
-        lines.append(f"| {key[0]} | {key[1]} | {m['cells']} | " + " | ".join(_pm(m[c], s[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def readme_poison_curve() -> str:
-    rows = results_table("mnist_poison_curve")
-    cols = ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", *STRENGTH_COLUMNS)
-    means = mean_by(rows, "poison_ratio", cols)
-    lines = ["| rho | cells | ASR@95 | conditional ASR@95 | miss rate@95 | backdoored AUC | "
-             + " | ".join(f"ASR at test mu = {c[len('asr_mu'):]}" for c in STRENGTH_COLUMNS) + " |",
-             "|---" * (6 + len(STRENGTH_COLUMNS)) + "|"]
-    for rho in sorted(means, key=float):
-        m = means[rho]
-        lines.append(f"| {float(rho):g} | {m['cells']} | " + " | ".join(_f(m[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-DEFENSE_LABELS = {"spectral": "spectral signatures (ratio estimated)", "clustering": "activation clustering",
-                  "strip": "STRIP, total false alarms matched to 5%", "fine_tuning": "fine-tuning",
-                  "bn_recalibration": "BatchNorm recalibration only", "fine_pruning": "fine-pruning (50%)",
-                  "preprocess": "erase corners", "reverse_trigger": "reverse trigger (attack-family surrogates)",
-                  "reverse_trigger_distinct": "reverse trigger (distinct surrogates)"}
-
-
-def readme_defenses() -> str:
-    rows = results_table("mnist_defenses")
-    cols = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after",
-            "mask_share", "flagged")
-    means = mean_by(rows, ("method", "trigger", "defense"), cols)
-    lines = ["| attack | trigger | defense | AUC before → after | ASR@95 before → after | DER | detection TPR / FPR | "
-             "false alarms after | flagged |", "|---|---|---|---|---|---|---|---|---|"]
-    for (method, trigger, defense), m in means.items():
-        after = "" if m["auc_after"] is None else f" → {_f(m['auc_after'])}"
-        asr_after = "" if m["asr_after"] is None else f" → {_f(m['asr_after'])}"
-        detect = "-" if m["tpr"] is None else f"{_f(m['tpr'], 2)} / {_f(m['fpr'], 2)}"
-        flagged = "-" if m["flagged"] is None else f"{round(m['flagged'] * m['cells'])} of {m['cells']}"
-        lines.append(f"| {method} | {trigger} | {DEFENSE_LABELS.get(defense, defense)} | {_f(m['auc_before'])}{after} "
-                     f"| {_f(m['asr_before'])}{asr_after} | {_f(m['der'], 2)} | {detect} | "
-                     f"{_f(m['false_alarm_after'])} | {flagged} |")
-    return "\n".join(lines)
-
-
-def readme_speed() -> str:
-    speed = json.loads((RESULTS / "speed.json").read_text())
-    lines = ["| what | measured |", "|---|---|"]
-    for name, value in speed["figures"].items():
-        lines.append(f"| {name} | {value:.3f} |" if "AUC" in name or "ASR" in name else f"| {name} | {value:.1f} |")
-    lines.append(f"\nMachine: {speed['machine']}; {speed['threads']} threads; `{speed['command']}` at commit "
-                 f"{speed['commit'][:10]}, {speed['made']}.")
-    return "\n".join(lines)
-
-
-TIMING_LABELS = {"autoencoder": "autoencoder epoch", "deepsad": "DeepSAD epoch",
-                 "badsad": "BadSAD epoch (views, 3n forward pass)", "quick_model": "one quick model (10 + 20 epochs)",
-                 "quick_attack": "one quick attack (clean + BadSAD model)"}
-
-
-def readme_speed_against() -> str:
-    """The side-by-side timings of ``bench_deepsad.py --against``: this code against an earlier commit."""
-    speed = json.loads((RESULTS / "speed_against.json").read_text())
-    old = speed["against"][:7]
-    lines = [f"| timing | this code (s) | {old} (s) | speed-up |", "|---|---|---|---|"]
-    for row in speed["rows"]:
-        extra = "".join(f"; its {key.replace('this_tree_', '').upper().replace('_', '@')} {row[key]:.3f} vs "
-                        f"{row[key.replace('this_tree', 'against')]:.3f}"
-                        for key in row if key.startswith("this_tree_") and key != "this_tree_s")
-        lines.append(f"| {TIMING_LABELS.get(row['timing'], row['timing'])}{extra} | {row['this_tree_s']:.3f} | {row['against_s']:.3f} | "
-                     f"{row['speedup']:.2f}x |")
-    lines.append(f"\nMedians of {speed['rows'][0]['rounds']} alternating rounds, {speed['threads']} thread(s), "
-                 f"epochs at the paper's settings (MNIST class 0, batch 128, median of {speed['epochs_timed']} "
-                 f"after a warm-up epoch). Machine: {speed['machine']}; `{speed['command']}` at commit "
-                 f"{speed['commit'][:10]}{' (+ uncommitted changes)' if speed['uncommitted_changes'] else ''}, "
-                 f"{speed['made']}." + (f" {speed['note']}" if speed.get("note") else ""))
-    return "\n".join(lines)
-
-
-def readme_grids() -> str:
-    """How long each shipped table took to make, from the manifest."""
-    lines = ["| table | cells | made by | commit | wall time | summed cell time |", "|---|---|---|---|---|---|"]
-    for name, e in manifest().items():
-        if name in TABLES:
-            lines.append(f"| `{name}` | {e['cells']} | `{e['command']}` | {e['commit'][:10]}"
-                         f"{' (+ uncommitted changes)' if e['uncommitted_changes'] else ''} | "
-                         f"{e['wall_seconds'] / 60:.1f} min | {e['cell_seconds'] / 60:.1f} min |")
-            if e.get("note"):
-                lines.append(f"| | | {e['note']} | | | |")
-    for name, table in TABLES.items():
-        if table.not_yet_made:
-            lines.append(f"| `{name}` | {len({s.key for s in table.specs()})} | `badsad tables {name} --jobs 2` | "
-                         f"not made yet: {table.not_yet_made} | | |")
-    machines = sorted({e["machine"] for e in manifest().values()})
-    return "\n".join(lines) + "\n\nMachine: " + "; ".join(machines) + ". Each cell runs on one thread; " \
-        "\"jobs\" cells run side by side; a cell's time includes training its clean model unless another table " \
-        "had cached it."
-
-
-README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: readme_ablation("mnist_ablation"),
-                 "mnist_controls": lambda: readme_ablation("mnist_controls"),
-                 "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
-                 "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
-                 "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
-                 "mnist_defenses": readme_defenses, "speed": readme_speed,
-                 "speed_against": readme_speed_against, "grids": readme_grids}
-_BLOCK = re.compile(r"(<!-- begin table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end table (?P=name) -->)", re.S)
-
-
-def readme_not_yet_made(name: str) -> str:
-    return (f"*Not shipped at this commit: {TABLES[name].not_yet_made}. "
-            f"`badsad tables {name} --jobs 2` makes it.*")
-
-
-def render_readme(text: str) -> str:
-    """``text`` with every table block re-rendered from the shipped CSVs."""
-    def render(m):
-        name = m.group("name")
-        if name not in README_TABLES:
-            raise ValueError(f"README names an unknown table block {name!r}; known: {', '.join(README_TABLES)}")
-        pending = name in TABLES and TABLES[name].not_yet_made
-        return m.group(1) + (readme_not_yet_made(name) if pending else README_TABLES[name]()) + "\n" + m.group(4)
-    return _BLOCK.sub(render, text)
-
-
-def check_readme(readme: Path) -> str:
-    """The text of ``readme``, refused unless it holds at least one table block (checked before any table is made)."""
-    try:
-        text = readme.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read --readme {readme}: {getattr(err, 'strerror', None) or err}") from None
-    if not _BLOCK.search(text):
-        raise ValueError(f"--readme {readme} holds no table block (<!-- begin table NAME --> ... <!-- end table NAME -->)"
-                         f"; nothing to re-render: give the project's README.md")
-    return text
-
-
-def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = True, executor=None) -> list[str]:
-    """The ``badsad tables`` command: make tables ``names``, then re-render the README.
+def main_tables(names, work, jobs: int, progress: bool = True, executor=None) -> list[str]:
+    """The ``badsad tables`` command's work: make tables ``names`` (the command then re-renders the README).
 
     With several names and ``jobs`` > 1 every table's cells share one pool of ``jobs`` workers (submitted in the
     order named: put the longest first), so no worker idles while another table has cells left; each table's
@@ -372,8 +174,6 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
     from .grid import worker_pool
 
     command = "badsad tables " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tables"] else None
-    if readme is not None:
-        check_readme(readme)
     work = Path(work)
     if executor is None and (len(names) < 2 or jobs < 2):
         for name in names:
@@ -393,6 +193,4 @@ def main_tables(names, work, jobs: int, readme: Path | None, progress: bool = Tr
                 done.append(futures[fut])
                 if progress:
                     print(f"made {futures[fut]}", flush=True)
-    if readme is not None:
-        write_text(readme, render_readme(check_readme(readme)))
     return done

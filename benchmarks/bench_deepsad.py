@@ -37,7 +37,8 @@ from badsad_lib.io import write_json
 from badsad_lib.metrics import auc
 from badsad_lib.settings import PAPER, QUICK
 from badsad_lib.spec import RunSpec
-from badsad_lib.tables import RESULTS, _git, machine
+from badsad_lib.provenance import _git, machine
+from badsad_lib.tables import RESULTS
 
 
 def main() -> None:

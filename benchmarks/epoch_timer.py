@@ -34,7 +34,11 @@ def measure(kind: str, epochs: int, device: str | None) -> dict:
     import badsad_lib
     from badsad_lib.attack import AttackWeights, BadSADObjective
     from badsad_lib.deepsad import DeepSAD
-    from badsad_lib.experiments import poisoned_training_set, run, split_for
+    from badsad_lib.experiments import run, split_for
+    try:
+        from badsad_lib.attack import poisoned_training_set
+    except ImportError:  # trees before the registry commit kept it in experiments
+        from badsad_lib.experiments import poisoned_training_set
     from badsad_lib.metrics import auc
     from badsad_lib.settings import PAPER, QUICK
     from badsad_lib.spec import RunSpec

@@ -26,7 +26,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from badsad_lib.io import write_json  # noqa: E402
-from badsad_lib.tables import RESULTS, _git, machine  # noqa: E402
+from badsad_lib.provenance import _git, machine  # noqa: E402
+from badsad_lib.tables import RESULTS  # noqa: E402
 
 TIMES = RESULTS / "notebook_times.json"
 

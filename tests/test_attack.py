@@ -8,7 +8,8 @@ import torch
 from badsad_lib.attack import content_views, mild_views
 from badsad_lib.registry import METHODS, TIERS
 from badsad_lib.cli import main
-from badsad_lib.experiments import poisoned_training_set, run
+from badsad_lib.attack import poisoned_training_set
+from badsad_lib.experiments import run
 from badsad_lib.spec import RunSpec
 from badsad_lib.triggers import trigger_for
 

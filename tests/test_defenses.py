@@ -139,6 +139,8 @@ def test_defend_cli_writes_results(tmp_path, capsys):
     assert "| digits | badsad | corners | preprocess |" in (tmp_path / "defenses.md").read_text()
     assert "false_alarm_after" in (tmp_path / "defenses.csv").read_text().splitlines()[0]
     assert (tmp_path / "defenses.csv").exists()
+    # the defenses run inside the run (experiments.run), so their time is in the run's, as in a grid cell
+    assert metrics["seconds"] >= sum(d["seconds"] for d in metrics["defenses"]) > 0
 
 
 @pytest.fixture(scope="module")

@@ -134,14 +134,15 @@ def test_a_waiting_grid_says_which_cell_and_owner_it_waits_for(tmp_path, capsys)
     path.parent.mkdir(parents=True)
     lock = path.with_suffix(".claim")
     token = claims.claim(lock)
+    computed = run_grid([spec], tmp_path / "elsewhere", progress=False)[0]  # what the owner will write
 
     def finish_later():
         time.sleep(0.5)
-        path.write_text(json.dumps({"done": True, "made_by": {"source": grid.code()}}))
+        path.write_text(json.dumps(computed))
         claims.release(lock, token)
     with ThreadPoolExecutor(1) as pool:
         pool.submit(finish_later)
-        assert grid._wait_for(spec, tmp_path, poll=0.1)["done"] is True
+        assert grid._wait_for(spec, tmp_path, poll=0.1) == computed
     err = capsys.readouterr().err
     assert f"waiting for cell {spec.key}: process {os.getpid()} on" in err and err.count("waiting") == 1
 
@@ -335,3 +336,29 @@ def test_a_cell_made_by_other_code_is_computed_again_and_a_worker_with_other_cod
             return super().submit(elsewhere)
     with OtherInstall(1) as pool, pytest.raises(ValueError, match="same version of the course on every worker"):
         run_grid(make_specs(["digits"], [6], [0], ["naive"]), tmp_path / "mixed", executor=pool, progress=False)
+
+
+def test_a_cell_file_that_is_not_a_whole_result_is_computed_again(tmp_path):
+    specs = make_specs(["digits"], [7], [0], ["naive"])
+    first = run_grid(specs, tmp_path, progress=False)[0]
+    path = grid.cell_path(tmp_path, specs[0])
+    for broken in ({k: v for k, v in first.items() if k != "asr"},        # a field missing
+                   {**first, "asr": "high"},                                # a field of the wrong type
+                   {**first, "extra": 1},                                   # a field no result has
+                   {**first, "key": specs[0].replace(seed=1).key}):         # another cell's result
+        path.write_text(json.dumps(broken))
+        assert grid.finished_cell(path) is None
+    again = run_grid(specs, tmp_path, progress=False)[0]
+    assert again["asr"] == first["asr"] and grid.finished_cell(path) == again
+
+
+def test_the_result_schema_round_trips_and_names_what_is_wrong(tmp_path):
+    from badsad_lib.result import CellResult
+
+    result = run_grid(make_specs(["digits"], [7], [0], ["naive"]), tmp_path, progress=False)[0]
+    cell = CellResult.from_dict(result)
+    assert cell.to_dict() == result and cell.to_row()["asr_95"] == result["asr"]["95"]
+    with pytest.raises(ValueError, match="lacks auc_backdoored"):
+        CellResult.from_dict({k: v for k, v in result.items() if k != "auc_backdoored"})
+    with pytest.raises(ValueError, match="'threads' must be a whole number"):
+        CellResult.from_dict({**result, "threads": 1.5})

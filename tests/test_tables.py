@@ -8,7 +8,8 @@ import pytest
 from badsad_lib import course
 from badsad_lib.registry import TIERS
 from badsad_lib.summaries import mean_by, std_by
-from badsad_lib.tables import MANIFEST, RESULTS, TABLES, readme_grids, render_readme, results_table
+from badsad_lib.readme import readme_grids, render_readme
+from badsad_lib.tables import MANIFEST, RESULTS, TABLES, results_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,7 +147,7 @@ def test_several_tables_share_one_pool_and_each_gets_its_csv_and_manifest_entry(
     (tmp_path / "results").mkdir()
     monkeypatch.setattr(tables, "TABLES", {n: tables.ShippedTable(n, f"digits class {k}", lambda k=k: make_specs(
         ["digits"], [k], [0], ["naive"], settings=fast)) for n, k in (("digits_a", 0), ("digits_b", 1))})
-    done = tables.main_tables(["digits_a", "digits_b"], tmp_path / "work", jobs=2, readme=None, progress=False)
+    done = tables.main_tables(["digits_a", "digits_b"], tmp_path / "work", jobs=2, progress=False)
     assert sorted(done) == ["digits_a", "digits_b"]
     entries = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())
     assert set(entries) == {"digits_a", "digits_b"} and all(e["jobs"] == 2 and e["cells"] == 1 for e in entries.values())
@@ -177,7 +178,7 @@ def test_a_table_runs_on_any_executor_given(tmp_path, monkeypatch):
             Counting.submitted += 1
             return super().submit(*args, **kwargs)
     with Counting(1) as executor:
-        done = tables.main_tables(["digits_c"], tmp_path / "work", jobs=1, readme=None, progress=False,
+        done = tables.main_tables(["digits_c"], tmp_path / "work", jobs=1, progress=False,
                                   executor=executor)
     assert done == ["digits_c"] and Counting.submitted >= 1
     rows = tables.results_table("digits_c")
