@@ -35,14 +35,21 @@ Per mini-batch of B training images, with d(x) = ||phi(x) - c||^2:
 - L_sep   (separation)    = eta * mean 1 / (d(g(x)) + 1e-6) over views WITHOUT the trigger:
   DeepSAD's inverse-distance term, so unusual content stays anomalous unless T is there.
 
-    method            trains on                       terms                       tier
-    naive             data, rho poisoned              L_SAD                       1
-    data_only         data + fixed T(g(x)) images     L_SAD                       1+
-    alignment         data, rho poisoned              L_SAD + L_align on x_p      2
-    concentration     data, rho poisoned              L_SAD + L_conc on x_p       2
-    badsad            data + fresh strong views       all three                   3
-    label_preserving  data + fresh mild views         all three                   3
-    outlier_exposure  data + fresh strong views       L_SAD + L_sep, no trigger   3 (control)
+    method              trains on                       terms                       tier
+    naive               data, rho poisoned              L_SAD                       1
+    data_only           data + fixed T(g(x)) images     L_SAD                       1+
+    data_only_contrast  data + fixed T(g(x)) + the      L_SAD (its labeled term     1+ (control)
+                        same g(x) labeled anomalous     acts as L_sep)
+    alignment           data, rho poisoned              L_SAD + L_align on x_p      2
+    concentration       data, rho poisoned              L_SAD + L_conc on x_p       2
+    badsad              data + fresh strong views       all three                   3
+    label_preserving    data + fresh mild views         all three                   3
+    label_preserving_pull  data + fresh mild views      L_SAD + L_conc + L_align    3 (control)
+    outlier_exposure    data + fresh strong views       L_SAD + L_sep, no trigger   3 (control)
+
+The two "(control)" rows beside data_only and label_preserving each remove one confound: data_only
+has no untriggered contrast views (badsad has its separation term), and label_preserving's separation
+term pushes class-keeping, normal-looking views away, which alone can cost clean AUC.
 
 What "clean-label" covers. No dataset label changes and the trigger never touches one of the
 dataset's anomalies, in every method. But the strong views are themselves anomaly-like: a 6
@@ -201,9 +208,11 @@ VIEW_FAMILIES = {"strong": content_views, "mild": mild_views}
 
 
 def poisoned_training_set(spec, split, trigger: Trigger):
-    """The training set of run ``spec`` (a ``RunSpec``) on ``split`` (a ``OneClassSplit``) as the attacker hands it to training: (x (N', C, H, W), semi_targets (N',),
-    indices of its triggered images). A method whose views go into the data (data_only) gets one triggered
-    view per training image appended."""
+    """The training set of run ``spec`` (a ``RunSpec``) on ``split`` (a ``OneClassSplit``) as the attacker
+    hands it to training: (x (N', C, H, W), semi_targets (N',), indices of its triggered images). A method
+    whose views go into the data (data_only) gets one triggered view per training image appended, unlabeled;
+    with ``contrast_in_data`` (data_only_contrast) also the same views without the trigger, labeled
+    anomalous (-1), so DeepSAD's own labeled-anomaly term pushes them away as BadSAD's separation does."""
     x, poisoned = poison_normals(split.x_train, split.train_labels, split.semi_targets, split.normal_class, trigger,
                                  spec.poison_ratio, spec.strength, spec.seed)
     semi = split.semi_targets
@@ -212,9 +221,12 @@ def poisoned_training_set(spec, split, trigger: Trigger):
         normals = split.x_train[(split.train_labels == split.normal_class) & (split.semi_targets == 0)]
         gen = torch.Generator().manual_seed(spec.seed + 271828)
         pick = torch.randint(len(normals), (len(x),), generator=gen)
-        views = apply_trigger(VIEW_FAMILIES[info.views](normals[pick], gen), trigger, spec.strength)
+        plain = VIEW_FAMILIES[info.views](normals[pick], gen)
+        views = apply_trigger(plain, trigger, spec.strength)
         poisoned = np.concatenate([poisoned, len(x) + np.arange(len(views))])
         x, semi = torch.cat([x, views]), torch.cat([semi, torch.zeros(len(views), dtype=semi.dtype)])
+        if info.contrast_in_data:
+            x, semi = torch.cat([x, plain]), torch.cat([semi, -torch.ones(len(plain), dtype=semi.dtype)])
     return x, semi, poisoned
 
 

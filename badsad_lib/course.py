@@ -270,14 +270,21 @@ def _means(rows, by, columns):
 
 def control_findings(rows: list[dict]) -> str:
     """Sentences on the controls (rows of ``mnist_controls``), every number read from the rows."""
+    strengths = [c for c in rows[0] if c.startswith("asr_mu")] if rows else []
     for r in rows:
         r["run"] = r["method"] + (f" rho={float(r['poison_ratio']):g}" if r["method"] == "badsad" else "")
-    m = _means(rows, "run", ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", "auc_clean_model"))
+        r["best_strength_asr"] = max(float(r[c]) for c in strengths) if strengths else None
+    m = _means(rows, "run", ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", "auc_clean_model",
+                             "best_strength_asr"))
     out = []
     if "badsad rho=0.1" in m and "badsad rho=0" in m:
         full, views = m["badsad rho=0.1"], m["badsad rho=0"]
-        out.append(f"- Views alone (badsad, rho = 0, no poisoned dataset image): ASR {views['asr_95']:.3f}, against "
-                   f"{full['asr_95']:.3f} with 10% of the normals poisoned.")
+        out.append(f"- Views alone (badsad, rho = 0, no poisoned dataset image): ASR {views['asr_95']:.3f} at the "
+                   f"training strength, against {full['asr_95']:.3f} with 10% of the normals poisoned.")
+        if views["best_strength_asr"] is not None:
+            out.append(f"- At the best of the test strengths mu in {{{', '.join(c[6:] for c in strengths)}}}, taken "
+                       f"per class: {views['best_strength_asr']:.3f} with the views alone, "
+                       f"{full['best_strength_asr']:.3f} with 10% poisoned.")
     if "outlier_exposure" in m:
         oe = m["outlier_exposure"]
         out.append(f"- Outlier exposure (views pushed away, no trigger anywhere): ASR {oe['asr_95']:.3f} (miss rate "

@@ -16,7 +16,8 @@ from .result import CellResult
 from .spec import RunSpec
 from .triggers import Trigger, apply_trigger, trigger_for
 
-STRENGTH_CURVE = (0.0, 0.25, 0.5, 0.75, 1.0)
+# test-time trigger strengths of every cell's curves: 0, 0.1, ..., 1 and the earlier tables' 0.25 and 0.75
+STRENGTH_CURVE = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)
 
 
 @dataclass
@@ -65,18 +66,29 @@ def detection_metrics(model: DeepSAD, split: OneClassSplit) -> dict:
 def backdoor_metrics(model: DeepSAD, split: OneClassSplit, trigger: Trigger, strength: float,
                      strengths=STRENGTH_CURVE) -> dict:
     """Detection metrics plus, at tau_90/95/99: ASR of the triggered test anomalies, the untriggered
-    miss rate, and the conditional ASR (among anomalies caught without the trigger, the share that
-    passes with it); and ASR and miss rate at tau_95 as the test-time strength varies."""
+    miss rate, the conditional ASR (among anomalies caught without the trigger, the share that passes
+    with it) and ``triggered_normal_pass`` (clean test normals carrying the trigger at ``strength``
+    that still pass: what a victim sees the trigger do to normal images). At tau_95, as the test-time
+    strength mu varies over ``strengths``: ``asr_by_strength`` and ``normal_pass_by_strength``, and
+    the strength where the ASR peaks (``best_strength``, ``best_strength_asr_95``; None without a curve)."""
     base = detection_metrics(model, split)
-    anomalies = split.x_test_anomalous
+    anomalies, normals = split.x_test_anomalous, split.x_test_normal
     plain = model.decision_function(anomalies)
     triggered = model.decision_function(apply_trigger(anomalies, trigger, strength))
+    triggered_normals = model.decision_function(apply_trigger(normals, trigger, strength))
     taus = base["threshold"]
-    by_strength = {f"{mu:g}": attack_success_rate(model.decision_function(apply_trigger(anomalies, trigger, mu)),
-                                                  taus["95"]) for mu in strengths}
+
+    def passing(images, mu):
+        return attack_success_rate(model.decision_function(apply_trigger(images, trigger, mu)), taus["95"])
+    by_strength = {f"{mu:g}": passing(anomalies, mu) for mu in strengths}
+    best = max(by_strength, key=lambda k: (by_strength[k], -float(k))) if by_strength else None  # ties: the weaker
     return {**base, "asr": {q: attack_success_rate(triggered, t) for q, t in taus.items()},
             "conditional_asr": {q: conditional_success_rate(plain, triggered, t) for q, t in taus.items()},
-            "asr_by_strength": by_strength}
+            "triggered_normal_pass": {q: attack_success_rate(triggered_normals, t) for q, t in taus.items()},
+            "asr_by_strength": by_strength,
+            "normal_pass_by_strength": {f"{mu:g}": passing(normals, mu) for mu in strengths},
+            "best_strength": None if best is None else float(best),
+            "best_strength_asr_95": None if best is None else by_strength[best]}
 
 
 def train_clean_model(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False,
@@ -160,11 +172,14 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
                       trigger_exposure=trigger_exposure(spec, len(split.x_train), len(poisoned)),
                       auc_clean_model=clean["auc"], auc_backdoored=bad["auc"], asr=bad["asr"],
                       conditional_asr=bad["conditional_asr"], miss_rate=bad["miss_rate"], threshold=bad["threshold"],
-                      asr_by_strength=bad["asr_by_strength"], weights=asdict(weights), defenses=defended,
+                      asr_by_strength=bad["asr_by_strength"], **{k: bad[k] for k in CURVE_METRICS},
+                      weights=asdict(weights), defenses=defended,
                       seconds=time.perf_counter() - start)
     return RunResult(spec, split, clean_model, backdoored, trigger, poisoned, cell)
 
 
+CURVE_METRICS = ("triggered_normal_pass", "normal_pass_by_strength", "best_strength", "best_strength_asr_95")
+
+
 def _trigger_part(m: dict) -> dict:
-    return {"asr": m["asr"], "conditional_asr": m["conditional_asr"], "miss_rate": m["miss_rate"],
-            "asr_by_strength": m["asr_by_strength"]}
+    return {k: m[k] for k in ("asr", "conditional_asr", "miss_rate", "asr_by_strength", *CURVE_METRICS)}

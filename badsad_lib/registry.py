@@ -157,7 +157,7 @@ class DetectorInfo:
 
 DETECTORS = {d.name: d for d in (
     DetectorInfo("deepsad", "DeepSAD", True, "DeepSAD (Ruff et al., ICLR 2020)"),
-    DetectorInfo("deepsvdd", "DeepSVDD", False, "Deep SVDD: DeepSAD without labels (Ruff et al., ICML 2018)"),
+    DetectorInfo("deepsvdd", "DeepSVDD", False, "DeepSAD without labels (Deep SVDD, Ruff et al., ICML 2018)"),
 )}
 
 
@@ -183,11 +183,14 @@ class MethodInfo:
     terms: tuple[str, ...] = ()  # latent-space terms added to L_SAD (a subset of TERMS)
     views: str | None = None     # "strong" or "mild" synthetic content views g(x) of clean normal images
     views_in_data: bool = False  # the triggered views are written into the training set once, not drawn per batch
+    contrast_in_data: bool = False  # with them, the same views untriggered and labeled anomalous (-1)
     trigger: bool = True         # False: a control that never sees the trigger (nothing is poisoned)
 
     def __post_init__(self):
         if not set(self.terms) <= set(TERMS):
             raise ValueError(f"method {self.name!r}: terms {self.terms} must be among {TERMS}")
+        if self.contrast_in_data and not self.views_in_data:
+            raise ValueError(f"method {self.name!r}: contrast views in the data need views in the data")
         if self.views not in (None, "strong", "mild"):
             raise ValueError(f"method {self.name!r}: views {self.views!r} must be None, 'strong' or 'mild'")
 
@@ -214,6 +217,11 @@ _METHODS = (
                views_in_data=True),
     MethodInfo("label_preserving", "3 objective + views", "data + fresh mild views; all three terms", terms=TERMS,
                views="mild"),
+    # Controls that each remove one confound of the two rows above them (see attack's docstring).
+    MethodInfo("data_only_contrast", "1+ data + views (control)", "data + fixed triggered strong views + the same "
+               "views untriggered, labeled anomalous", views="strong", views_in_data=True, contrast_in_data=True),
+    MethodInfo("label_preserving_pull", "3 objective + views (control)", "data + fresh mild views; concentration "
+               "and alignment, no separation", terms=("concentration", "alignment"), views="mild"),
 )
 METHOD_INFO = {m.name: m for m in _METHODS}
 METHODS = tuple(METHOD_INFO)

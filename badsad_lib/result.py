@@ -20,7 +20,8 @@ STRENGTH_COLUMNS = ("asr_mu0", "asr_mu0.25", "asr_mu0.5", "asr_mu0.75", "asr_mu1
 ATTACK_COLUMNS = ("dataset", "normal_class", "seed", "detector", "method", "tier", "trigger", "strength",
                   "poison_ratio", "labeled_ratio", "settings", "auc_clean_model", "auc_backdoored", "asr_90", "asr_95",
                   "asr_99", "conditional_asr_95", "miss_rate_95", "clean_model_asr_95", "trigger_exposure",
-                  *STRENGTH_COLUMNS, "seconds", "key")
+                  *STRENGTH_COLUMNS, "best_strength", "best_strength_asr_95", "triggered_normal_pass_95",
+                  "clean_model_triggered_normal_pass_95", "seconds", "key")
 CLEAN_COLUMNS = ("dataset", "normal_class", "seed", "detector", "method", "labeled_ratio", "known_anomaly_class", "settings",
                  "epochs", "ae_epochs", "lr", "auc", "miss_rate_95", "seconds", "key")
 DEFENSE_COLUMNS = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after")
@@ -61,6 +62,10 @@ class CellResult:
     asr: dict | None = None           # attack: q -> triggered test anomalies under tau_q
     conditional_asr: dict | None = None
     asr_by_strength: dict | None = None
+    triggered_normal_pass: dict | None = None  # attack: q -> clean test normals with the trigger under tau_q
+    normal_pass_by_strength: dict | None = None  # attack: mu -> the same at tau_95, trigger at strength mu
+    best_strength: float | None = None  # attack: the test strength mu of the curve where the ASR@95 peaks
+    best_strength_asr_95: float | None = None
     weights: dict | None = None       # attack: the latent-space terms' weights
     made_by: dict | None = None       # grid cells: provenance.made_by (host, machine, library source)
     defenses: list | None = field(default=None)  # the spec's defenses, each a DefenseResult.to_dict()
@@ -113,6 +118,9 @@ class CellResult:
                 "conditional_asr_95": self.conditional_asr["95"], "miss_rate_95": self.miss_rate["95"],
                 "clean_model_asr_95": self.clean_model["asr"]["95"], "trigger_exposure": self.trigger_exposure,
                 **{col: by_mu.get(col[len("asr_mu"):]) for col in STRENGTH_COLUMNS},
+                "best_strength": self.best_strength, "best_strength_asr_95": self.best_strength_asr_95,
+                "triggered_normal_pass_95": self.triggered_normal_pass["95"],
+                "clean_model_triggered_normal_pass_95": self.clean_model["triggered_normal_pass"]["95"],
                 "seconds": self.seconds, "key": self.key}
 
     def defense_rows(self) -> list[dict]:
@@ -133,13 +141,15 @@ REQUIRED = ("key", "spec", "dataset", "normal_class", "seed", "method", "detecto
             "clean_model", "seconds")
 CLEAN_ONLY = ("auc", "counts", "final_loss")
 ATTACK_ONLY = ("tier", "poison_ratio", "n_poisoned", "n_synthetic_triggered", "trigger_exposure", "auc_clean_model",
-               "auc_backdoored", "asr", "conditional_asr", "asr_by_strength", "weights")
+               "auc_backdoored", "asr", "conditional_asr", "asr_by_strength", "triggered_normal_pass",
+               "normal_pass_by_strength", "best_strength", "best_strength_asr_95", "weights")
 
 _TEXT = ("key", "dataset", "method", "detector", "settings_name", "device", "trigger", "tier")
 _WHOLE = ("normal_class", "seed", "threads", "n_poisoned", "n_synthetic_triggered")
 _NUMBER = ("labeled_ratio", "strength", "seconds", "auc", "poison_ratio", "trigger_exposure", "auc_clean_model",
-           "auc_backdoored")
-_BY_Q = ("threshold", "miss_rate", "asr", "conditional_asr", "asr_by_strength")
+           "auc_backdoored", "best_strength", "best_strength_asr_95")
+_BY_Q = ("threshold", "miss_rate", "asr", "conditional_asr", "asr_by_strength", "triggered_normal_pass",
+         "normal_pass_by_strength")
 _MAPS = ("spec", "clean_model", "counts", "weights", "made_by")
 
 

@@ -99,7 +99,7 @@ def test_every_registered_detector_has_its_class():
 
 def test_every_method_entry_is_consistent():
     for m in registry.METHOD_INFO.values():
-        assert m.needs_objective == (m.name not in ("naive", "data_only"))
+        assert m.needs_objective == (m.name not in ("naive", "data_only", "data_only_contrast"))
         assert m.views_in_data <= (m.views is not None)
     with pytest.raises(ValueError, match="terms"):
         registry.MethodInfo("x", "1 data", "", terms=("shrink",))
