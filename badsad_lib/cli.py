@@ -182,7 +182,8 @@ def save_attack_figures(result, out: Path) -> list[Path]:
             model.decision_function(split.x_test_normal), model.decision_function(anomalies),
             model.decision_function(stamped), metrics["threshold"]["95"],
             f"backdoored DeepSAD ({metrics['method']}), {metrics['dataset']} class {metrics['normal_class']}"),
-        "asr_by_strength.png": plot_asr_by_strength(metrics["asr_by_strength"], metrics["miss_rate"]["95"]),
+        "asr_by_strength.png": plot_asr_by_strength(metrics["asr_by_strength"], metrics["miss_rate"]["95"],
+                                                    normal_pass_by_strength=metrics["normal_pass_by_strength"]),
     }
     paths = []
     for name, fig in figures.items():

@@ -24,6 +24,7 @@ STYLES = {
     "anomalous + trigger": dict(color=OKABE_ITO["purple"], marker="^", linestyle=":", hatch="\\\\"),
     "known anomalies": dict(color=OKABE_ITO["orange"], marker="D", linestyle="-.", hatch="xx"),
     "poisoned": dict(color=OKABE_ITO["green"], marker="v", linestyle=(0, (5, 1)), hatch=".."),
+    "normal + trigger": dict(color=OKABE_ITO["sky"], marker="P", linestyle="-.", hatch="++"),
 }
 _CYCLE = list(STYLES.values())
 
@@ -96,13 +97,19 @@ def plot_score_histograms(normal, anomalous, triggered=None, threshold=None, tit
     return _finish(fig, ax, "log10 anomaly score ||phi(x) - c||^2", "density", title)
 
 
-def plot_asr_by_strength(asr_by_strength: dict, miss_rate: float | None = None, title: str | None = None):
-    """ASR at tau_95 against trigger strength mu, with the untriggered miss rate for reference."""
+def plot_asr_by_strength(asr_by_strength: dict, miss_rate: float | None = None, title: str | None = None,
+                         normal_pass_by_strength: dict | None = None):
+    """ASR at tau_95 against trigger strength mu ({"0.5": asr, ...}), with the untriggered miss rate for
+    reference and, if given, the share of triggered clean normals that pass (what a victim would see)."""
     mus = [float(k) for k in asr_by_strength]
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     st = style("anomalous + trigger")
     ax.plot(mus, list(asr_by_strength.values()), marker=st["marker"], linestyle="-", color=st["color"],
             label="ASR (triggered anomalies)")
+    if normal_pass_by_strength:
+        nt = style("normal + trigger")
+        ax.plot([float(k) for k in normal_pass_by_strength], list(normal_pass_by_strength.values()),
+                marker=nt["marker"], linestyle=nt["linestyle"], color=nt["color"], label="triggered normals passing")
     if miss_rate is not None:
         ax.axhline(miss_rate, color=style("anomalous")["color"], linestyle="--", label="miss rate without trigger")
     ax.set_ylim(-0.02, 1.02)
@@ -209,13 +216,14 @@ def strength_view(clean_image, triggered_image, strengths, scores, strength: flo
 
 
 def backdoor_strength_view(examples, strengths, triggered_scores, normal_scores, anomalous_scores, tau: float,
-                           strength: float, trigger, n_examples: int = 4):
+                           strength: float, trigger, n_examples: int = 4, triggered_normal_scores=None):
     """A backdoored model against the test-time trigger strength mu (lesson 03's widget).
 
     ``examples`` (n, C, H, W) anomalies to show stamped at mu; ``strengths`` (K,); ``triggered_scores``
     (K, A) the scores of all A test anomalies stamped at each strength; ``normal_scores`` (Nn,) and
-    ``anomalous_scores`` (A,) untriggered. Returns (figure, {"strength", "asr", "miss_rate", "tau"}),
-    read from the precomputed scores (nothing is retrained or rescored).
+    ``anomalous_scores`` (A,) untriggered; ``triggered_normal_scores`` (K, Nn), optional, the test
+    normals stamped at each strength. Returns (figure, {"strength", "asr", "miss_rate", "tau",
+    "normal_pass"}), read from the precomputed scores (nothing is retrained or rescored).
     """
     from .metrics import attack_success_rate, miss_rate
     from .triggers import apply_trigger
@@ -224,9 +232,12 @@ def backdoor_strength_view(examples, strengths, triggered_scores, normal_scores,
     k = int(np.argmin(np.abs(strengths - strength)))
     asr = [attack_success_rate(s, tau) for s in triggered_scores]
     miss = miss_rate(anomalous_scores, tau)
-    result = {"strength": float(strengths[k]), "asr": asr[k], "miss_rate": miss, "tau": float(tau)}
+    normal_pass = None if triggered_normal_scores is None else [attack_success_rate(s, tau)
+                                                                 for s in triggered_normal_scores]
+    result = {"strength": float(strengths[k]), "asr": asr[k], "miss_rate": miss, "tau": float(tau),
+              "normal_pass": None if normal_pass is None else normal_pass[k]}
     fig = plt.figure(figsize=(12, 3.8))
-    grid = fig.add_gridspec(2, n_examples + 4, width_ratios=[1] * n_examples + [0.3, 2.6, 0.3, 2.6])
+    grid = fig.add_gridspec(2, n_examples + 5, width_ratios=[1] * n_examples + [0.3, 2.6, 0.3, 2.6, 0.2])
     stamped = apply_trigger(examples[:n_examples], trigger, float(strengths[k]))
     for i in range(min(n_examples, len(examples))):
         _image(fig.add_subplot(grid[0, i]), examples[i])
@@ -249,12 +260,17 @@ def backdoor_strength_view(examples, strengths, triggered_scores, normal_scores,
     curve = fig.add_subplot(grid[:, n_examples + 3])
     trig, plain = style("anomalous + trigger"), style("anomalous")
     curve.plot(strengths, asr, marker=trig["marker"], color=trig["color"], label="ASR (with trigger)")
+    if normal_pass is not None:
+        nt = style("normal + trigger")
+        curve.plot(strengths, normal_pass, marker=nt["marker"], linestyle=nt["linestyle"], color=nt["color"],
+                   label="triggered normals passing")
     curve.axhline(miss, color=plain["color"], linestyle="--", label="miss rate (no trigger)")
     curve.axvline(strengths[k], color="k", linestyle=":")
     curve.set_ylim(-0.02, 1.02)
-    curve.set_xlabel("trigger strength mu at test time")
+    curve.set_xlabel("test-time strength mu")
     curve.set_ylabel("share judged normal")
-    curve.set_title(f"ASR {asr[k]:.1%}, miss rate {miss:.1%}", fontsize=9)
+    curve.set_title(f"ASR {asr[k]:.1%}, miss rate {miss:.1%}" + (
+        "" if normal_pass is None else f"\nnormals with trigger passing {normal_pass[k]:.1%}"), fontsize=9)
     curve.legend(fontsize=7, loc="center right")
     fig.suptitle("the backdoored detector as the trigger fades", fontsize=10)
     fig.tight_layout()

@@ -136,8 +136,9 @@ def backdoor_strength_explorer(model, split, trigger, strength: float = 1.0, n_p
     """Slider over the test-time trigger strength mu on a backdoored model (lesson 03).
 
     Every test anomaly is scored once at each of ``n_points`` strengths in [0, 1] when the explorer
-    is made; a slider tick only reads those scores (no retraining, no rescoring). The threshold is
-    the model's deployed tau_95.
+    is made, and so is every test normal (what the trigger does to normal images: a victim would
+    notice those first); a slider tick only reads those scores (no retraining, no rescoring). The
+    threshold is the model's deployed tau_95.
     """
     import numpy as np
 
@@ -147,12 +148,14 @@ def backdoor_strength_explorer(model, split, trigger, strength: float = 1.0, n_p
     strengths = np.linspace(0.0, 1.0, n_points)
     anomalies = split.x_test_anomalous
     triggered = np.stack([model.decision_function(apply_trigger(anomalies, trigger, float(mu))) for mu in strengths])
+    triggered_normals = np.stack([model.decision_function(apply_trigger(split.x_test_normal, trigger, float(mu)))
+                                  for mu in strengths])
     normal, plain = model.decision_function(split.x_test_normal), model.decision_function(anomalies)
     examples = anomalies[:: max(1, len(anomalies) // 4)][:4]
 
     def view(strength):
         return backdoor_strength_view(examples, strengths, triggered, normal, plain, model.threshold_, strength,
-                                      trigger)
+                                      trigger, triggered_normal_scores=triggered_normals)
     return Explorer(view, strength=choice_slider("test-time strength mu", [round(float(m), 2) for m in strengths],
                                                  round(float(strengths[np.argmin(abs(strengths - strength))]), 2)))
 

@@ -119,6 +119,8 @@ def test_backdoor_strength_explorer_reads_precomputed_scores(digits_model, digit
     want = attack_success_rate(digits_model.decision_function(stamped), digits_model.threshold_)
     assert explorer.result["strength"] == 0.5 and explorer.result["asr"] == pytest.approx(want)
     assert 0 <= explorer.result["miss_rate"] <= 1
+    normals = digits_model.decision_function(apply_trigger(digits_split.x_test_normal, trigger, 0.5))
+    assert explorer.result["normal_pass"] == pytest.approx(attack_success_rate(normals, digits_model.threshold_))
 
 
 def test_latent_plot_and_roc_draw():
@@ -148,7 +150,7 @@ def _all_figures(digits_split):
     yield plots.plot_latent_2d({"normal": RNG.normal(size=(20, 4))})
     yield plots.strength_view(x[0], x[0], np.linspace(0, 1, 3), np.ones(3), 0.5, 1.0, 1.0)[0]
     yield plots.backdoor_strength_view(x, np.linspace(0, 1, 3), np.stack([ANOM] * 3), NORMAL, ANOM, 0.5, 0.5,
-                                       trigger)[0]
+                                       trigger, triggered_normal_scores=np.stack([NORMAL] * 3))[0]
     yield plots.asr_view(VAL, ANOM, ANOM / 2, 0.05)[0]
     yield plots.tradeoff_view(rows, 1.0, 0.1)[0]
     yield plots.pruning_view([{"ratio": 0.0, "asr_after": 1.0, "auc_after": 0.9}], 0.0)[0]
