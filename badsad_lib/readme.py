@@ -99,8 +99,8 @@ DEFENSE_LABELS = {"spectral": "spectral signatures (ratio estimated)", "clusteri
                   "reverse_trigger_distinct": "reverse trigger (distinct surrogates)"}
 
 
-def readme_defenses() -> str:
-    rows = results_table("mnist_defenses")
+def readme_defenses(name: str = "mnist_defenses") -> str:
+    rows = results_table(name)
     cols = ("auc_before", "auc_after", "asr_before", "asr_after", "der", "tpr", "fpr", "false_alarm_after",
             "mask_share", "flagged")
     means = mean_by(rows, ("method", "trigger", "defense"), cols)
@@ -176,7 +176,8 @@ README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: read
                  "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
                  "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
-                 "mnist_defenses": readme_defenses, "speed": readme_speed,
+                 "mnist_defenses": readme_defenses,
+                 "mnist_defense_controls": lambda: readme_defenses("mnist_defense_controls"), "speed": readme_speed,
                  "speed_against": readme_speed_against, "grids": readme_grids}
 _BLOCK = re.compile(r"(<!-- begin table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end table (?P=name) -->)", re.S)
 
