@@ -74,9 +74,10 @@ def verify_deepsad_loss(fn) -> str:
         if name.startswith("eta"):
             raise AssertionError(f"{name}: eta multiplies every labeled term (y = +1 and y = -1), and nothing else")
         if "-1" in name:
-            raise AssertionError(f"{name}: a labeled anomaly contributes eta * (dist + 1e-6) ** -1, the inverse "
-                                 "distance, so it is pushed AWAY from c")
-        raise AssertionError(f"{name}: a labeled sample contributes eta * (dist + 1e-6) ** y")
+            raise AssertionError(f"{name}: a labeled anomaly must cost MORE the closer it is to c (an inverse "
+                                 "distance), so training pushes it AWAY from c")
+        raise AssertionError(f"{name}: a labeled sample's cost is off: check the labeled term of the loss above "
+                             "(how y enters it, and the small constant that keeps a distance of 0 finite)")
     return "unlabeled samples cost their distance, labeled ones eta * (dist + 1e-6) ** y, averaged over the batch."
 
 
@@ -261,7 +262,7 @@ def verify_separation(fn) -> str:
     if abs(got - want / 2) <= 1e-3 * want:
         raise AssertionError("with eta = 2 the term doubles: multiply by eta")
     if abs(got - want) > 1e-3 * want:
-        raise AssertionError("the separation term is DeepSAD's inverse distance eta / (||phi(g(x)) - c||^2 + 1e-6), "
+        raise AssertionError("the separation term is DeepSAD's labeled-anomaly term (an inverse distance), "
                              "averaged over the views; check where you sum and where you invert")
     return "L_sep = eta * mean 1 / (||phi(g(x)) - c||^2 + 1e-6): it shrinks as views move away from c."
 

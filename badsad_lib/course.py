@@ -269,7 +269,8 @@ def _means(rows, by, columns):
 
 
 def control_findings(rows: list[dict]) -> str:
-    """Sentences on the controls (rows of ``mnist_controls``), every number read from the rows."""
+    """Sentences on the controls (rows of ``mnist_controls``, optionally with ``mnist_unconfounded``'s), every
+    number read from the rows."""
     strengths = [c for c in rows[0] if c.startswith("asr_mu")] if rows else []
     for r in rows:
         r["run"] = r["method"] + (f" rho={float(r['poison_ratio']):g}" if r["method"] == "badsad" else "")
@@ -292,7 +293,11 @@ def control_findings(rows: list[dict]) -> str:
                    f"for plain DeepSAD" + (f" and {m['badsad rho=0.1']['auc_backdoored']:.3f} for BadSAD."
                                             if "badsad rho=0.1" in m else "."))
     for run, label in (("data_only", "Data only (triggered views written into the data, plain DeepSAD loss)"),
-                       ("label_preserving", "Label-preserving (mild, class-keeping views, full objective)")):
+                       ("data_only_contrast", "Data only with contrast (the same views also written untriggered, "
+                                              "labeled anomalous; plain DeepSAD loss)"),
+                       ("label_preserving", "Label-preserving (mild, class-keeping views, full objective)"),
+                       ("label_preserving_pull", "Label-preserving without separation (mild views, concentration "
+                                                 "and alignment only)")):
         if run in m:
             out.append(f"- {label}: ASR {m[run]['asr_95']:.3f}, conditional ASR {m[run]['conditional_asr_95']:.3f}, "
                        f"miss rate {m[run]['miss_rate_95']:.3f}, clean AUC {m[run]['auc_backdoored']:.3f}.")
