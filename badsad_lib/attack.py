@@ -126,6 +126,14 @@ class AttackTerms:
     mmd: Callable = mmd2
 
 
+@dataclass(frozen=True)
+class BatchTerms:
+    """The three terms as a mini-batch objective written by hand (``BadSADObjective(combine=...)``) calls them."""
+    concentration: Callable  # (z (n, d), c (d,)) -> mean squared distance to c
+    separation: Callable     # (z (n, d), c (d,), eta) -> eta * mean inverse distance
+    alignment: Callable      # (a (n, d), b (m, d)) -> MMD^2 summed at the three bandwidths
+
+
 # ------------------------------------------------------------------ poisoning and views
 def poison_normals(x_train: torch.Tensor, train_labels: torch.Tensor, semi_targets: torch.Tensor,
                    normal_class: int, trigger: Trigger, ratio: float, strength: float | None = None,
@@ -241,12 +249,23 @@ class BadSADObjective:
     trigger); the pulled codes are T(g(x)) and the batch's poisoned x_p; each of its terms is added
     in the order concentration, separation, alignment. ``naive`` and ``data_only`` need no objective
     (plain DeepSAD training); they are accepted here and give the plain DeepSAD loss.
+
+    ``combine``: a mini-batch objective written by hand (lesson 03's last exercise), called as
+    ``combine(net, c, x, y, poisoned, draw_views, stamp, terms, weights, eta)`` with ``poisoned`` (n,)
+    bool, ``draw_views(n)`` -> n fresh views (the objective's own generator, so a combine that calls it
+    once per batch draws exactly the views the library would), ``stamp(images)`` -> the images with the
+    trigger, ``terms`` a ``BatchTerms``. Only for methods with per-batch views, the trigger and all terms.
     """
 
     def __init__(self, method: str, trigger: Trigger, strength: float, poisoned: torch.Tensor,
                  normal_pool: torch.Tensor, weights: AttackWeights = AttackWeights(), eta: float = 1.0,
-                 seed: int = 0, terms: AttackTerms = AttackTerms()):
+                 seed: int = 0, terms: AttackTerms = AttackTerms(), combine: Callable | None = None):
         self.info = method_info(method)
+        if combine is not None and not (self.info.views_per_batch and self.info.trigger and
+                                        set(self.info.terms) == {"concentration", "separation", "alignment"}):
+            raise ValueError(f"a hand-written mini-batch objective needs a method with per-batch views, the trigger "
+                             f"and all three terms (badsad, label_preserving), not {method!r}")
+        self.combine = combine
         self.method, self.trigger, self.strength = method, trigger, check_strength(strength)
         self.poisoned, self.normal_pool, self.weights, self.eta, self.terms = poisoned, normal_pool, weights, eta, terms
         self.views = VIEW_FAMILIES[self.info.views] if self.info.views_per_batch else None
@@ -255,14 +274,22 @@ class BadSADObjective:
         # On the device of the images it draws views of, so a GPU step never waits for host random numbers.
         self.generator = torch.Generator(device=normal_pool.device).manual_seed(seed + 104729)
 
+    def _draw_views(self, n: int) -> torch.Tensor:
+        pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator, device=self.generator.device)
+        return self.views(self.normal_pool[pick.to(self.normal_pool.device)], self.generator)
+
     def __call__(self, net, c, x, y, idx):
         w, t, terms, n = self.weights, self.terms, self.info.terms, len(x)
         p = self.poisoned[idx]
+        if self.combine is not None:
+            batch_terms = BatchTerms(t.concentration, t.separation, lambda a, b: alignment(a, b, t.mmd))
+            return self.combine(net, c, x, y, p, self._draw_views,
+                                lambda images: apply_trigger(images, self.trigger, self.strength), batch_terms, w,
+                                self.eta)
         clean_normal = (~p) & (y == 0)
         batch = [x]
         if self.views is not None:
-            pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator, device=self.generator.device)
-            views = self.views(self.normal_pool[pick.to(self.normal_pool.device)], self.generator)
+            views = self._draw_views(n)
             batch.append(views)
             if self.info.trigger:
                 batch.append(apply_trigger(views, self.trigger, self.strength))

@@ -368,3 +368,98 @@ def check_erase(fn):
     from .defenses import preprocess_images
     return _grade("exercise 3, erasing the corners", fn, verify_erase,
                   lambda x, k: preprocess_images(x, "erase_corners", k))
+
+
+def verify_batch_loss(fn) -> str:
+    """fn(net, c, x, y, poisoned, draw_views, stamp, terms, weights, eta) -> BadSAD's loss of one mini-batch,
+    compared with ``attack.BadSADObjective`` on a small network in training mode (BatchNorm on batch statistics)."""
+    from .attack import AttackWeights, BadSADObjective
+    from .networks import build_encoder, initialise
+    from .triggers import trigger_for
+
+    g = torch.Generator().manual_seed(0)
+    pool, x = torch.rand(40, 1, 8, 8, generator=g), torch.rand(12, 1, 8, 8, generator=g)
+    y = torch.tensor([0, 0, -1, 0, 0, 1, 0, 0, 0, 0, -1, 0])      # unlabeled, labeled anomalies and a labeled normal
+    poisoned = torch.tensor([0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], dtype=torch.bool)  # three of the unlabeled
+    trigger, c = trigger_for(pool, "corners"), torch.linspace(-0.5, 0.5, 16)
+    net = initialise(build_encoder("digits"), torch.Generator().manual_seed(1))
+    calls = []
+
+    def counted(net, c, x, y, p, draw, stamp, terms, weights, eta):
+        return fn(net, c, x, y, p, lambda n: calls.append(n) or draw(n), stamp, terms, weights, eta)
+
+    def value(combine, train=True, **w):
+        net.train(train)
+        weights = AttackWeights(**{k: w.get(k, 1.0) for k in ("concentration", "alignment", "separation")})
+        objective = BadSADObjective("badsad", trigger, 1.0, poisoned, pool, weights, eta=1.5, seed=3, combine=combine)
+        with torch.no_grad():
+            return _value(objective(net, c, x, y, torch.arange(len(x))))
+
+    def same(**w):
+        want, got = value(None, **w), value(counted, **w)
+        return abs(got - want) <= 1e-4 * max(1.0, abs(want))
+    if same():
+        if calls != [len(x)]:
+            raise AssertionError(f"draw the views once per batch, one per image (draw_views(len(x))); you asked for "
+                                 f"{calls}")
+        if not same(concentration=2.0, alignment=0.5, separation=3.0):
+            raise AssertionError("with other weights your loss is off: each term is multiplied by its own weight "
+                                 "(weights.concentration, weights.separation, weights.alignment)")
+        return ("one forward pass over the batch, its views and the triggered views; the triggered views and the "
+                "batch's poisoned images pulled onto c and aligned with the clean normals, the untriggered views "
+                "pushed away.")
+    calls.clear()
+    value(counted)
+    if calls != [len(x)]:
+        raise AssertionError(f"draw the views once per batch, one per image (draw_views(len(x))); you asked for "
+                             f"{calls or 'none'}")
+    want = value(None, train=False)
+    if abs(value(counted, train=False) - want) <= 1e-4 * max(1.0, abs(want)):  # right once BatchNorm ignores the batch
+        raise AssertionError("in training mode BatchNorm normalises by the statistics of the batch it is given: run "
+                             "the network ONCE, over the batch, the views and the triggered views together, then "
+                             "split the codes")
+    if not same(concentration=0.0, alignment=0.0, separation=0.0):
+        raise AssertionError("with every weight 0 your loss should be DeepSAD's own loss of the batch's codes "
+                             "(the images x, their targets y, eta); it is not")
+    for term, advice in (("concentration", "concentration pulls the triggered views AND the batch's poisoned images "
+                                           "(the x where poisoned is True) onto c"),
+                         ("separation", "separation pushes away the views WITHOUT the trigger"),
+                         ("alignment", "alignment compares the pulled codes with the batch's clean normals: "
+                                       "unlabeled (y == 0) and not poisoned")):
+        others = {k: 0.0 for k in ("concentration", "alignment", "separation") if k != term}
+        if not same(**others):
+            raise AssertionError(f"with only the {term} term switched on your loss differs: {advice}")
+    raise AssertionError("each term alone is right, but together they are not: add the three, each with its weight, "
+                         "to DeepSAD's loss")
+
+
+def check_batch_loss(fn):
+    """The learner's objective if right, else None (the library's ``BadSADObjective`` then trains)."""
+    return _grade("exercise 4, the mini-batch objective", fn, verify_batch_loss, None)
+
+
+# ---------------------------------------------------------------- tiered hints
+HINTS = {
+    "objective": (
+        "Section 1's formula has four parts: L_SAD on the batch, and three terms that each act on one group of "
+        "codes. Which images does each group hold?",
+        "Three groups of images go through the network: the batch x, the views g(x), and the views with the "
+        "trigger T(g(x)) (stamp(views)). BatchNorm in training mode normalises by the statistics of what it is "
+        "given, so they must go through together, in one torch.cat, and be split afterwards.",
+        "The pulled set P is the triggered views' codes plus the codes of the batch images where poisoned is True; "
+        "concentration and alignment act on P (alignment against the codes of x with y == 0 and not poisoned); "
+        "separation acts on the untriggered views; L_SAD is deepsad_loss of the squared distances of x's codes.",
+    ),
+}
+_hints_given: dict[str, int] = {}
+
+
+def hint(exercise: str) -> None:
+    """Print the next hint for ``exercise`` (a nudge first, more specific each time it is asked again)."""
+    if exercise not in HINTS:
+        raise ValueError(f"no hints for {exercise!r}; there are hints for: {', '.join(HINTS)}")
+    tiers = HINTS[exercise]
+    level = min(_hints_given.get(exercise, 0), len(tiers) - 1)
+    _hints_given[exercise] = level + 1
+    more = " Run hint again for a more specific one." if level + 1 < len(tiers) else " That is the last hint."
+    print(f"Hint {level + 1} of {len(tiers)} ({exercise}): {tiers[level]}{more}")

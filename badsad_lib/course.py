@@ -205,10 +205,11 @@ def clean_detector(lesson: Lesson, callback=None, loss=None, center=None) -> Dee
 
 
 def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float | None = None,
-                        poison_ratio: float = 0.1, trigger_name: str = "corners", terms=None):
+                        poison_ratio: float = 0.1, trigger_name: str = "corners", terms=None, combine=None):
     """A DeepSAD trained by the attacker on the lesson's split (cached).
 
-    ``terms``: an ``attack.AttackTerms`` holding the learner's term functions, which then train it.
+    ``terms``: an ``attack.AttackTerms`` holding the learner's term functions, which then train it;
+    ``combine``: the learner's mini-batch objective (``attack.BadSADObjective``'s ``combine``), or None.
     Returns (model, trigger, strength, indices of the triggered training images).
     """
     from .attack import AttackTerms
@@ -217,13 +218,16 @@ def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float 
     library = AttackTerms()
     custom = {} if terms is None else {name: getattr(terms, name) for name in ("concentration", "separation", "mmd")
                                        if getattr(terms, name) is not getattr(library, name)}
+    if combine is not None:
+        custom["combine"] = combine
     result = {}
 
     def train():
         model, result["trigger"], result["poisoned"] = train_attacked(spec, lesson.split, lesson.device, progress=_progress_bars(),
-                                                                      terms=terms)
+                                                                      terms=terms, combine=combine)
         return model
-    who = f"backdoored DeepSAD ({method}" + (", your terms)" if custom else ")")
+    who = f"backdoored DeepSAD ({method}" + (", your objective)" if combine is not None else
+                                             ", your terms)" if custom else ")")
     model = _cached(spec, train, custom, who)
     if "trigger" not in result:
         from .attack import poisoned_training_set

@@ -109,8 +109,9 @@ def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
 
 
 def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
-                   terms=None):
-    """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images)."""
+                   terms=None, combine=None):
+    """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images).
+    ``terms`` / ``combine``: the learner's term functions and mini-batch objective (``attack.BadSADObjective``)."""
     from .attack import AttackTerms, AttackWeights, BadSADObjective, poisoned_training_set
 
     device = get_device(device) if not isinstance(device, torch.device) else device
@@ -123,7 +124,8 @@ def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: b
         clean_normals = (split.train_labels == split.normal_class) & (split.semi_targets == 0) & ~mask[:len(split.x_train)]
         objective = BadSADObjective(spec.method, trigger, spec.strength, mask.to(device),
                                     split.x_train[clean_normals].to(device), weights or AttackWeights(),
-                                    eta=spec.settings.eta, seed=spec.seed, terms=terms or AttackTerms())
+                                    eta=spec.settings.eta, seed=spec.seed, terms=terms or AttackTerms(),
+                                    combine=combine)
     model = make_detector(spec, device, progress)
     model.fit(x, semi, X_val=split.x_val, objective=objective)
     return model, trigger, poisoned

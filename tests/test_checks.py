@@ -105,3 +105,69 @@ def test_a_wrong_answer_prints_feedback_without_the_reference_and_falls_back(cap
     assert "np.mean" not in out and "<=" not in out  # feedback, not the answer
     broken = checks.check_center(lambda codes, eps: codes.nonexistent)
     assert broken is center_from and "AttributeError" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- lesson 03's mini-batch objective
+def _batch_loss(order=("x", "views", "triggered"), pulled_of=None, align_to=None, sep_on=None, weighted=True,
+                draws=1, passes=1):
+    """A hand-written BadSAD mini-batch objective, right by default, with one mistake when asked."""
+    from badsad_lib.deepsad import deepsad_loss
+
+    def fn(net, c, x, y, poisoned, draw_views, stamp, terms, weights, eta):
+        n = len(x)
+        views = draw_views(n)
+        for _ in range(draws - 1):
+            draw_views(n)
+        parts = {"x": x, "views": views, "triggered": stamp(views)}
+        if passes == 1:
+            z = net(torch.cat([parts[k] for k in order]))
+            codes = {k: z[i * n:(i + 1) * n] for i, k in enumerate(order)}
+        else:
+            codes = {k: net(v) for k, v in parts.items()}
+        zx, zv, zt = codes["x"], codes["views"], codes["triggered"]
+        pulled = torch.cat([zt, zx[poisoned]]) if pulled_of is None else pulled_of(zx, zt, poisoned)
+        reference = zx[~poisoned & (y == 0)] if align_to is None else align_to(zx, y, poisoned)
+        w = weights if weighted else checks_weights_one
+        return (deepsad_loss(((zx - c) ** 2).sum(dim=1), y, eta) + w.concentration * terms.concentration(pulled, c)
+                + w.separation * terms.separation(zv if sep_on is None else sep_on(zv, zt), c, eta)
+                + w.alignment * terms.alignment(pulled, reference))
+    return fn
+
+
+class checks_weights_one:  # noqa: N801  (a stand-in for AttackWeights() that the wrong answer uses)
+    concentration = separation = alignment = 1.0
+
+
+@pytest.mark.parametrize("fn", [_batch_loss(), _batch_loss(order=("triggered", "x", "views")),
+                                _batch_loss(pulled_of=lambda zx, zt, p: torch.cat([zx[p], zt]))],
+                         ids=["library order", "another concatenation order", "pulled codes in another order"])
+def test_the_batch_objective_check_accepts_right_answers(fn):
+    checks.verify_batch_loss(fn)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (_batch_loss(passes=3), "run the network ONCE"),
+    (_batch_loss(pulled_of=lambda zx, zt, p: zt), "AND the batch's poisoned images"),
+    (_batch_loss(pulled_of=lambda zx, zt, p: torch.cat([zt, zx])), "AND the batch's poisoned images"),
+    (_batch_loss(align_to=lambda zx, y, p: zx), "unlabeled \\(y == 0\\) and not poisoned"),
+    (_batch_loss(align_to=lambda zx, y, p: zx[y == 0]), "unlabeled \\(y == 0\\) and not poisoned"),
+    (_batch_loss(sep_on=lambda zv, zt: zt), "views WITHOUT the trigger"),
+    (_batch_loss(weighted=False), "its own weight"),
+    (_batch_loss(draws=2), "once per batch"),
+], ids=["three forward passes", "poisoned images not pulled", "every image pulled", "aligned with every image",
+        "aligned with poisoned images too", "separation on triggered views", "weights ignored", "views drawn twice"])
+def test_the_batch_objective_check_catches_real_mistakes(fn, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.verify_batch_loss(fn)
+
+
+def test_a_right_batch_objective_trains_the_librarys_backdoor(digits_split):
+    from badsad_lib.experiments import train_attacked
+    from badsad_lib.settings import DIGITS
+    from badsad_lib.spec import RunSpec
+
+    spec = RunSpec("digits", 0, 0, "badsad", settings=DIGITS.replace(epochs=8, ae_epochs=2))
+    library = train_attacked(spec, digits_split)[0]
+    yours = train_attacked(spec, digits_split, combine=_batch_loss())[0]
+    assert yours.history_ == library.history_  # the same loss, batch for batch, epoch for epoch
+    assert checks.check_batch_loss(_batch_loss(sep_on=lambda zv, zt: zt)) is None  # wrong: the library's objective
