@@ -173,6 +173,7 @@ def readme_grids() -> str:
 
 README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: readme_ablation("mnist_ablation"),
                  "mnist_controls": lambda: readme_ablation("mnist_controls"),
+                 "mnist_unconfounded": lambda: readme_ablation("mnist_unconfounded"),
                  "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
                  "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
