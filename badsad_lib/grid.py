@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
@@ -226,6 +227,28 @@ def worker_pool(jobs: int) -> ProcessPoolExecutor:
                                mp_context=context)
 
 
+def _interrupted(pool: ProcessPoolExecutor) -> bool:
+    """True if a worker of ``pool`` left on Ctrl-C (``_worker_start`` exits with 130 on SIGINT)."""
+    return any(getattr(p, "exitcode", None) == 130 for p in list((getattr(pool, "_processes", None) or {}).values()))
+
+
+@contextmanager
+def _sigint_ignored(seconds: float):
+    """Ignore SIGINT for at least ``seconds`` (main thread only), then restore the handler before."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    start, before = time.monotonic(), signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+        time.sleep(max(0.0, seconds - (time.monotonic() - start)))
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop a pool at once (Ctrl-C): queued cells are dropped and running ones killed; finished cells are kept."""
     pool.shutdown(wait=False, cancel_futures=True)
@@ -273,7 +296,12 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
         else:
             futures: dict[Future, RunSpec] = {executor.submit(run_cell, s, str(out)): s for s in todo}
             for fut in as_completed(futures):
-                result = fut.result()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    if own and _interrupted(executor):  # a worker saw the group's Ctrl-C before this process did
+                        raise KeyboardInterrupt from None
+                    raise
                 if result == CLAIMED_ELSEWHERE:
                     waiting.append(futures[fut])
                 else:
@@ -282,7 +310,8 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
             finished(spec, _wait_for(spec, out))
     except KeyboardInterrupt:
         if own:
-            stop_workers(executor)
+            with _sigint_ignored(0.5):  # the group's Ctrl-C may reach this process now: one line, no traceback
+                stop_workers(executor)
             own = False
         raise
     finally:

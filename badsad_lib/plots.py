@@ -24,7 +24,7 @@ STYLES = {
     "anomalous + trigger": dict(color=OKABE_ITO["purple"], marker="^", linestyle=":", hatch="\\\\"),
     "known anomalies": dict(color=OKABE_ITO["orange"], marker="D", linestyle="-.", hatch="xx"),
     "poisoned": dict(color=OKABE_ITO["green"], marker="v", linestyle=(0, (5, 1)), hatch=".."),
-    "normal + trigger": dict(color=OKABE_ITO["sky"], marker="P", linestyle="-.", hatch="++"),
+    "normal + trigger": dict(color=OKABE_ITO["sky"], marker="P", linestyle=(0, (3, 1, 1, 1, 1, 1)), hatch="++"),
 }
 _CYCLE = list(STYLES.values())
 

@@ -132,7 +132,7 @@ def strength_explorer(model, anomaly, trigger, tau: float, strength: float = 1.0
     return Explorer(view, strength=float_slider("strength mu", strength, 0.0, 1.0, 0.05))
 
 
-def backdoor_strength_explorer(model, split, trigger, strength: float = 1.0, n_points: int = 21) -> Explorer:
+def backdoor_strength_explorer(model, split, trigger, strength: float = 1.0, n_points: int = 11) -> Explorer:
     """Slider over the test-time trigger strength mu on a backdoored model (lesson 03).
 
     Every test anomaly is scored once at each of ``n_points`` strengths in [0, 1] when the explorer
