@@ -10,6 +10,20 @@ requires_data = pytest.mark.skipif(not os.environ.get("BADSAD_DATA"),
                                    reason="BADSAD_DATA is not set (CI sets it to ../shared/data)")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (the suite's default, ``-n auto``), each worker gets an equal share of the cores:
+    torch threads here, and OMP_NUM_THREADS for the notebook kernels nbval starts (they inherit it).
+    Tiny networks slow down badly when threads outnumber cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")

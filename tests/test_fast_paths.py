@@ -32,8 +32,9 @@ def test_channels_last_networks_compute_the_same_codes_and_gradients(dataset):
         if train:
             out_plain.square().mean().backward()
             out_fast.square().mean().backward()
-            for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
-                torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+            for (name, p), q in zip(plain.named_parameters(), fast.parameters()):  # float32 sums over every
+                # position (6 x 32 x 32 for CIFAR's first layer) differ in the last digits between layouts and threads
+                torch.testing.assert_close(q.grad, p.grad, atol=5e-3 * float(p.grad.abs().max()), rtol=1e-3, msg=name)
     for (name, b), c in zip(plain.named_buffers(), fast.buffers()):  # BatchNorm statistics updated alike
         torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-4, msg=name)
 
@@ -56,17 +57,19 @@ def test_one_channel_batches_get_channels_last_strides_without_changing_values()
 
 def test_the_step_loop_reads_the_loss_once_per_epoch(digits_split, monkeypatch):
     reads = []  # host reads made by the library's own code (the CPU Adam reads its step counter itself)
-    item = torch.Tensor.item
-
-    def counted(self):
-        if "badsad_lib" in sys._getframe(1).f_code.co_filename:
-            reads.append(sys._getframe(1).f_code.co_name)
-        return item(self)
-    monkeypatch.setattr(torch.Tensor, "item", counted)
+    def counting(read):
+        def counted(self):
+            if "badsad_lib" in sys._getframe(1).f_code.co_filename:
+                reads.append(sys._getframe(1).f_code.co_name)
+            return read(self)
+        return counted
+    for name in ("item", "tolist", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
     s = digits_split
     model = DeepSAD("digits", DIGITS, epochs=4, ae_epochs=2, progress=False).fit(s.x_train, s.semi_targets)
     assert len(model.history_) == 4 and len(model.ae_history_) == 2
-    assert reads == ["_epochs"] * 6  # one host read per epoch, none per mini-batch (there are 4 per epoch here)
+    reads = [r for r in reads if not r.startswith("check_")]  # input checks read their inputs once, before training
+    assert reads == ["train_epochs"] * 6  # one host read per epoch, none per mini-batch (there are 4 per epoch here)
 
 
 def test_the_views_are_drawn_on_the_device_of_the_images_they_are_made_from():
