@@ -278,24 +278,28 @@ class BadSADObjective:
         pick = torch.randint(len(self.normal_pool), (n,), generator=self.generator, device=self.generator.device)
         return self.views(self.normal_pool[pick.to(self.normal_pool.device)], self.generator)
 
-    def __call__(self, net, c, x, y, idx):
+    @property
+    def stackable(self) -> bool:
+        """True if the objective splits into ``images`` and ``loss`` (all but a hand-written ``combine``), so a
+        stacked trainer can run one forward pass for K models (``badsad_lib.stacked.fit_stacked``)."""
+        return self.combine is None
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """What one forward pass sees for batch x (n, C, H, W): x, then (per-batch views) n fresh views g(x)
+        and, with the trigger, T(g(x)): (n, 2n or 3n, C, H, W). Draws the views from the objective's generator."""
+        if self.views is None:
+            return x
+        views = self._draw_views(len(x))
+        batch = [x, views] + ([apply_trigger(views, self.trigger, self.strength)] if self.info.trigger else [])
+        return torch.cat(batch)
+
+    def loss(self, z: torch.Tensor, c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
+        """The mini-batch loss from the codes z of ``images(x)`` (a multiple of n rows, rep_dim columns)."""
         w, t, terms, n = self.weights, self.terms, self.info.terms, len(x)
         p = self.poisoned[idx]
-        if self.combine is not None:
-            batch_terms = BatchTerms(t.concentration, t.separation, lambda a, b: alignment(a, b, t.mmd))
-            return self.combine(net, c, x, y, p, self._draw_views,
-                                lambda images: apply_trigger(images, self.trigger, self.strength), batch_terms, w,
-                                self.eta)
         clean_normal = (~p) & (y == 0)
-        batch = [x]
-        if self.views is not None:
-            views = self._draw_views(n)
-            batch.append(views)
-            if self.info.trigger:
-                batch.append(apply_trigger(views, self.trigger, self.strength))
-        z = net(torch.cat(batch)) if len(batch) > 1 else net(x)
         zx = z[:n]
-        pulled = torch.cat([z[2 * n:], zx[p]]) if len(batch) == 3 else zx[p]
+        pulled = torch.cat([z[2 * n:], zx[p]]) if len(z) == 3 * n else zx[p]
         loss = deepsad_loss(((zx - c) ** 2).sum(1), y, self.eta)
         if "concentration" in terms and len(pulled):
             loss = loss + w.concentration * t.concentration(pulled, c)
@@ -304,3 +308,12 @@ class BadSADObjective:
         if "alignment" in terms:
             loss = loss + w.alignment * alignment(pulled, zx[clean_normal], t.mmd)
         return loss
+
+    def __call__(self, net, c, x, y, idx):
+        if self.combine is not None:
+            t = self.terms
+            batch_terms = BatchTerms(t.concentration, t.separation, lambda a, b: alignment(a, b, t.mmd))
+            return self.combine(net, c, x, y, self.poisoned[idx], self._draw_views,
+                                lambda images: apply_trigger(images, self.trigger, self.strength), batch_terms,
+                                self.weights, self.eta)
+        return self.loss(net(self.images(x)), c, x, y, idx)

@@ -262,7 +262,7 @@ def cmd_reproduce(args) -> int:
     _note(args, f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
           f"{where}, one thread each)")
     with _dask_executor(args.scheduler) as executor:
-        results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=_progress(args))
+        results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=_progress(args), stack=args.stack)
     print((out / "summary.md").read_text())
     _note(args, f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
     return 0
@@ -309,7 +309,7 @@ def cmd_tables(args) -> int:
 
         check_readme(readme)  # before any table is made
     with _dask_executor(args.scheduler) as executor:
-        done = main_tables(args.names, args.work, args.jobs, executor=executor)
+        done = main_tables(args.names, args.work, args.jobs, executor=executor, stack=args.stack)
     if readme is not None:
         from .readme import check_readme, render_readme
 
@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the cells on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786) "
                         "instead of local jobs; needs the cluster extra")
+    p.add_argument("--stack", type=int, default=None, metavar="K",
+                   help="train up to K models at once in one set of kernels (default: 16 on CUDA, 1 on the CPU, where "
+                        "it is no faster); each cell records its trainer and stack")
     _mode_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--defenses", nargs="+", default=[], choices=DEFENSES, metavar="NAME",
@@ -389,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="runs/tables", help="folder for the grids' cells and models (resumable)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the tables' cells on the Dask cluster whose scheduler is at ADDRESS")
+    p.add_argument("--stack", type=int, default=None, metavar="K",
+                   help="train up to K models at once in one set of kernels (default: 16 on CUDA, 1 on the CPU, where "
+                        "it is no faster); each cell records its trainer and stack")
     p.add_argument("--readme", default=None, help="re-render this README's table blocks from the CSVs")
     p.set_defaults(func=cmd_tables)
 
@@ -408,6 +414,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "jobs", 1) < 1:
         parser.error(f"--jobs {args.jobs} must be at least 1")
+    if getattr(args, "stack", None) is not None and args.stack < 1:
+        parser.error(f"--stack {args.stack} must be at least 1 (1: one model at a time)")
     try:
         return args.func(args)
     except EXPECTED_ERRORS as err:

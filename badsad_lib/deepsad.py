@@ -74,6 +74,54 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device=None):
         yield perm[s: starts[i + 1] if i + 1 < len(starts) else n]
 
 
+def train_epochs(module: nn.Module, device: torch.device, n: int, batch_size: int, epochs: int, lr: float,
+                 weight_decay: float, milestones, desc: str, gens: list[torch.Generator], batch_loss,
+                 progress: bool = False, callbacks=None) -> list[list[float]]:
+    """Train ``module``'s parameters for K models at once (one model: K = 1) with Adam and x0.1 steps at
+    ``milestones``. Each epoch, model k's mini-batches come from ``batches(n, batch_size, gens[k])``;
+    ``batch_loss([idx_1, ..., idx_K])`` -> (K,) losses of one step. Returns each model's mean loss per epoch;
+    ``callbacks[k](desc, epoch, loss)`` is called after every epoch.
+
+    The loop itself adds no wait for the device: the epochs' losses are summed on the device (in float64
+    where the device has it, so the CPU figures equal a host-side sum bit for bit) and read once per
+    epoch, the batch indices are on the device, and CUDA uses fused Adam and cuDNN's autotuner. (An
+    objective can still wait: BadSAD's indexes with boolean masks.) The models' losses are independent,
+    so the gradient of their sum is each model's own gradient, and Adam acts element by element: K models
+    trained here take the steps each would take alone.
+    """
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay, **({"fused": True} if cuda else {}))
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
+    histories: list[list[float]] = [[] for _ in gens]
+    module.train()
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        total = torch.zeros(len(gens), dtype=sum_dtype, device=device)
+        for idxs in zip(*(batches(n, batch_size, g, device) for g in gens)):
+            losses = batch_loss(list(idxs))
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            opt.step()
+            total += losses.detach().to(sum_dtype) * len(idxs[0])
+        sched.step()
+        for history, value in zip(histories, total.tolist()):
+            history.append(value / n)
+        bad = [h[-1] for h in histories if not math.isfinite(h[-1])]
+        if bad:
+            raise FloatingPointError(
+                f"the {desc} loss became {bad[0]} at epoch {len(histories[0])} although every input is finite: "
+                f"the optimisation diverged, so lower the learning rate (lr={lr:g})")
+        bar.set_postfix(loss=f"{histories[0][-1]:.4g}")
+        for k, callback in enumerate(callbacks or ()):
+            if callback is not None:
+                callback(desc, len(histories[k]), histories[k][-1])
+    module.eval()
+    return histories
+
+
 class DeepSAD:
     """Deep Semi-supervised Anomaly Detection with autoencoder pretraining.
 
@@ -104,6 +152,7 @@ class DeepSAD:
         self.history_: list[float] = []
         self.ae_history_: list[float] = []
         self.fit_seconds_: float | None = None
+        self.stack_ = 1  # how many models were trained at once with this one (badsad_lib.stacked)
         self.trained_for_: str | None = None  # the run a cached checkpoint was trained for (badsad_lib.cache)
 
     def get_params(self, deep: bool = True) -> dict:
@@ -139,14 +188,8 @@ class DeepSAD:
         nothing process-wide is seeded, so fits in threads of one process do not disturb each other.
         """
         start = time.perf_counter()
-        X = check_images(X, self.dataset, finite=True, min_count=2)
-        y = check_targets(y, len(X))
-        if X_val is not None:
-            X_val = check_images(X_val, self.dataset, "X_val", finite=True, min_count=1)
-        X, y = self._training_set(X, y)
-        init = torch.Generator().manual_seed(self.seed)  # this fit's own streams: nothing process-wide is seeded
-        gen = torch.Generator().manual_seed(self.seed)
-        X, y = self._on_device(X), y.to(self.device)
+        X, y, X_val = self._fit_inputs(X, y, X_val)
+        init, gen = self._generators()
         s = self.settings
 
         self.net_ = place(initialise(build_encoder(self.dataset, self.bias), init), self.device)
@@ -155,12 +198,7 @@ class DeepSAD:
             ae = place(initialise(Autoencoder(self.dataset, self.bias), init), self.device)
             self.ae_history_ = self._pretrain(ae, X, gen, callback)
             self.net_.load_state_dict(ae.encoder.state_dict())
-        c = (center_rule or center_from)(self._codes(X))
-        self.c_ = torch.as_tensor(c, dtype=torch.float32, device=self.device).reshape(-1)
-        if self.c_.shape != (architecture(self.dataset).rep_dim,) or not torch.isfinite(self.c_).all():
-            raise ValueError(f"the center rule returned {tuple(self.c_.shape)} values "
-                             f"(finite: {bool(torch.isfinite(self.c_).all())}); it must give one finite value per "
-                             f"code coordinate, shape ({architecture(self.dataset).rep_dim},)")
+        self._set_center(X, center_rule)
         net, c = self.net_, self.c_
 
         def batch_loss(idx):
@@ -170,8 +208,30 @@ class DeepSAD:
         self.history_ = self._epochs(net, len(X), s.batch_size, s.epochs, s.lr, s.weight_decay, s.milestones,
                                      "DeepSAD", gen, batch_loss, callback)
         self.set_threshold(X_val if X_val is not None else X[y >= 0])
-        self.fit_seconds_ = time.perf_counter() - start
+        self.fit_seconds_, self.stack_ = time.perf_counter() - start, 1
         return self
+
+    def _fit_inputs(self, X, y, X_val):
+        """``fit``'s inputs checked and on the device: (X, y) as trained on (``_training_set``), X_val or None."""
+        X = check_images(X, self.dataset, finite=True, min_count=2)
+        y = check_targets(y, len(X))
+        if X_val is not None:
+            X_val = check_images(X_val, self.dataset, "X_val", finite=True, min_count=1)
+        X, y = self._training_set(X, y)
+        return self._on_device(X), y.to(self.device), X_val
+
+    def _generators(self) -> tuple[torch.Generator, torch.Generator]:
+        """(weights, batch order): this fit's own streams, seeded with ``seed``; nothing process-wide is seeded."""
+        return torch.Generator().manual_seed(self.seed), torch.Generator().manual_seed(self.seed)
+
+    def _set_center(self, X: torch.Tensor, center_rule: CenterRule | None = None) -> None:
+        """Fix ``c_`` from the codes of the training images X (``center_from``, or ``center_rule``)."""
+        c = (center_rule or center_from)(self._codes(X))
+        self.c_ = torch.as_tensor(c, dtype=torch.float32, device=self.device).reshape(-1)
+        if self.c_.shape != (architecture(self.dataset).rep_dim,) or not torch.isfinite(self.c_).all():
+            raise ValueError(f"the center rule returned {tuple(self.c_.shape)} values "
+                             f"(finite: {bool(torch.isfinite(self.c_).all())}); it must give one finite value per "
+                             f"code coordinate, shape ({architecture(self.dataset).rep_dim},)")
 
     def _on_device(self, X: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) on the model's device, in the memory format its network uses there."""
@@ -193,42 +253,10 @@ class DeepSAD:
 
     def _epochs(self, module: nn.Module, n: int, batch_size: int, epochs: int, lr: float, weight_decay: float,
                 milestones, desc: str, gen: torch.Generator, batch_loss, callback=None) -> list[float]:
-        """Adam with x0.1 steps at ``milestones``; ``batch_loss(idx)`` -> loss of one mini-batch. Mean loss per epoch.
-
-        The loop itself adds no wait for the device: the epoch's loss is summed on the device (in float64
-        where the device has it, so the CPU figures equal a host-side sum bit for bit) and read once per
-        epoch, the batch indices are on the device, and CUDA uses fused Adam and cuDNN's autotuner. (An
-        objective can still wait: BadSAD's indexes with boolean masks.)
-        """
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.backends.cudnn.benchmark = True
-        opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay,
-                               **({"fused": True} if cuda else {}))
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
-        history = []
-        module.train()
-        sum_dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        bar = tqdm(range(epochs), desc=desc, disable=not self.progress, leave=False)
-        for _ in bar:
-            total = torch.zeros((), dtype=sum_dtype, device=self.device)
-            for idx in batches(n, batch_size, gen, self.device):
-                loss = batch_loss(idx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach().to(sum_dtype) * len(idx)
-            sched.step()
-            history.append(total.item() / n)
-            if not math.isfinite(history[-1]):
-                raise FloatingPointError(
-                    f"the {desc} loss became {history[-1]} at epoch {len(history)} although every input is finite: "
-                    f"the optimisation diverged, so lower the learning rate (lr={lr:g})")
-            bar.set_postfix(loss=f"{history[-1]:.4g}")
-            if callback is not None:
-                callback(desc, len(history), history[-1])
-        module.eval()
-        return history
+        """``train_epochs`` for this one model: ``batch_loss(idx)`` -> the loss of one mini-batch."""
+        return train_epochs(module, self.device, n, batch_size, epochs, lr, weight_decay, milestones, desc, [gen],
+                            lambda idxs: batch_loss(idxs[0]).reshape(1), self.progress,
+                            None if callback is None else [callback])[0]
 
     def _pretrain(self, ae: Autoencoder, X: torch.Tensor, gen: torch.Generator, callback=None) -> list[float]:
         """Reconstruction pretraining; the loss is the per-pixel mean squared error, as in the reference code."""
@@ -330,7 +358,7 @@ class DeepSAD:
                 "net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()},
                 "c": self.c_.detach().cpu(), "threshold": self.threshold_,
                 "history": list(self.history_), "ae_history": list(self.ae_history_),
-                "trained_for": self.trained_for_}
+                "trained_for": self.trained_for_, "stack": self.stack_}
 
     def save(self, path) -> None:
         """Write the fitted model to ``path`` atomically (loadable with weights_only=True)."""
@@ -372,6 +400,7 @@ class DeepSAD:
         model.threshold_ = None if state["threshold"] is None else float(state["threshold"])
         model.history_, model.ae_history_ = list(state["history"]), list(state["ae_history"])
         model.trained_for_ = state.get("trained_for")
+        model.stack_ = state.get("stack", 1)  # checkpoints from before stacking: trained alone
         model.net_.eval()
         return model
 
@@ -467,6 +496,9 @@ def _validated_state(state, source: str) -> dict:
     for key in ("history", "ae_history"):
         if not isinstance(state[key], list) or not all(_is_number(v) for v in state[key]):
             raise CheckpointError(f"{source}: {key!r} must be a list of numbers")
+    stack = state.get("stack", 1)
+    if isinstance(stack, bool) or not isinstance(stack, int) or stack < 1:
+        raise CheckpointError(f"{source}: 'stack' (models trained at once) must be a whole number >= 1, found {stack!r}")
     if not isinstance(state.get("trained_for"), (str, type(None))):  # optional: older checkpoints lack it
         raise CheckpointError(f"{source}: 'trained_for' must be text, found {type(state['trained_for']).__name__}")
     return state

@@ -1,6 +1,7 @@
 """One experiment: a ``RunSpec`` -> data split -> trained model(s) -> measurements (a ``CellResult``)."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -108,10 +109,10 @@ def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
     return (n_triggered + fresh_views) / n_train
 
 
-def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
-                   terms=None, combine=None):
-    """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images).
-    ``terms`` / ``combine``: the learner's term functions and mini-batch objective (``attack.BadSADObjective``)."""
+def attack_training_set(spec: RunSpec, split: OneClassSplit, device=None, weights=None, terms=None, combine=None):
+    """What the attacker trains ``spec``'s model on: (x (N', C, H, W), semi_targets (N',), objective or None,
+    trigger, indices of the triggered training images). ``terms`` / ``combine``: the learner's term functions
+    and mini-batch objective (``attack.BadSADObjective``)."""
     from .attack import AttackTerms, AttackWeights, BadSADObjective, poisoned_training_set
 
     device = get_device(device) if not isinstance(device, torch.device) else device
@@ -126,9 +127,44 @@ def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: b
                                     split.x_train[clean_normals].to(device), weights or AttackWeights(),
                                     eta=spec.settings.eta, seed=spec.seed, terms=terms or AttackTerms(),
                                     combine=combine)
+    return x, semi, objective, trigger, poisoned
+
+
+def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
+                   terms=None, combine=None):
+    """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images).
+    ``terms`` / ``combine``: the learner's term functions and mini-batch objective (``attack.BadSADObjective``)."""
+    device = get_device(device) if not isinstance(device, torch.device) else device
+    x, semi, objective, trigger, poisoned = attack_training_set(spec, split, device, weights, terms, combine)
     model = make_detector(spec, device, progress)
     model.fit(x, semi, X_val=split.x_val, objective=objective)
     return model, trigger, poisoned
+
+
+def train_stacked(runs: list[RunSpec], device=None) -> list[DeepSAD]:
+    """The models of ``runs`` (clean runs: the clean detector; attacks: the backdoored one, defenses aside),
+    trained K at a time with ``stacked.fit_stacked``: runs that share dataset, settings and detector and
+    whose training sets and forward passes have one size go into one stack (the others into their own).
+    Each model is the one ``train_clean_model`` / ``train_attacked`` would train, stacked. In run order."""
+    from .stacked import fit_stacked
+
+    device = get_device(device) if not isinstance(device, torch.device) else device
+    jobs = []
+    for spec in runs:
+        split = split_of(spec)
+        if spec.attacked:
+            x, semi, objective = attack_training_set(spec, split, device)[:3]
+        else:
+            x, semi, objective = split.x_train, split.semi_targets, None
+        forward = 1 if objective is None or objective.views is None else 2 + method_info(spec.method).trigger
+        model = make_detector(spec, device)
+        group = (model.dataset, json.dumps(model.settings.to_dict(), sort_keys=True), type(model), len(x), forward)
+        jobs.append((group, model, x, semi, split.x_val, objective))
+    for group in dict.fromkeys(j[0] for j in jobs):
+        members = [j for j in jobs if j[0] == group]
+        fit_stacked([j[1] for j in members], [j[2] for j in members], [j[3] for j in members],
+                    X_vals=[j[4] for j in members], objectives=[j[5] for j in members])
+    return [j[1] for j in jobs]
 
 
 def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progress: bool = False,
@@ -151,9 +187,9 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
                   seed=spec.seed, method=spec.method, detector=spec.detector, settings_name=spec.settings.name,
                   labeled_ratio=spec.labeled_ratio, known_anomaly_class=spec.known_anomaly_class, device=str(device),
                   threads=torch.get_num_threads(), trigger=spec.trigger, strength=spec.strength,
-                  clean_model=_trigger_part(clean))
+                  clean_model={**_trigger_part(clean), "stack": clean_model.stack_})
     if not spec.attacked:
-        cell = CellResult(**common, auc=clean["auc"], threshold=clean["threshold"], miss_rate=clean["miss_rate"],
+        cell = CellResult(**common, **_trainer(clean_model), auc=clean["auc"], threshold=clean["threshold"], miss_rate=clean["miss_rate"],
                           counts=split.counts(), final_loss=clean_model.history_[-1] if clean_model.history_ else None,
                           seconds=time.perf_counter() - start)
         return RunResult(spec, split, clean_model, None, trigger, np.array([], dtype=np.int64), cell)
@@ -169,7 +205,7 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
 
         defended = run_defenses(spec.defenses, scenario_for(spec, split, backdoored))
     n_dataset_poisoned = int((poisoned < len(split.x_train)).sum())
-    cell = CellResult(**common, tier=TIERS[spec.method], poison_ratio=spec.poison_ratio, n_poisoned=n_dataset_poisoned,
+    cell = CellResult(**common, **_trainer(backdoored), tier=TIERS[spec.method], poison_ratio=spec.poison_ratio, n_poisoned=n_dataset_poisoned,
                       n_synthetic_triggered=int(len(poisoned) - n_dataset_poisoned),
                       trigger_exposure=trigger_exposure(spec, len(split.x_train), len(poisoned)),
                       auc_clean_model=clean["auc"], auc_backdoored=bad["auc"], asr=bad["asr"],
@@ -178,6 +214,11 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
                       weights=asdict(weights), defenses=defended,
                       seconds=time.perf_counter() - start)
     return RunResult(spec, split, clean_model, backdoored, trigger, poisoned, cell)
+
+
+def _trainer(model: DeepSAD) -> dict:
+    """How the cell's model was trained: alone ("single", stack 1) or with others at once ("stacked", K)."""
+    return {"trainer": "stacked" if model.stack_ > 1 else "single", "stack": model.stack_}
 
 
 CURVE_METRICS = ("triggered_normal_pass", "normal_pass_by_strength", "best_strength", "best_strength_asr_95")

@@ -249,6 +249,22 @@ def _sigint_ignored(seconds: float):
         signal.signal(signal.SIGINT, before)
 
 
+def _completed_pairs(executor, futures, own: bool):
+    """(future, result) as each of ``futures`` finishes; a pool broken by a worker's Ctrl-C is the interrupt."""
+    for fut in as_completed(futures):
+        try:
+            yield fut, fut.result()
+        except BrokenProcessPool:
+            if own and _interrupted(executor):  # a worker saw the group's Ctrl-C before this process did
+                raise KeyboardInterrupt from None
+            raise
+
+
+def _completed(executor, futures, own: bool):
+    """The results of ``futures`` as each finishes (see ``_completed_pairs``)."""
+    return (result for _, result in _completed_pairs(executor, futures, own))
+
+
 def stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop a pool at once (Ctrl-C): queued cells are dropped and running ones killed; finished cells are kept."""
     pool.shutdown(wait=False, cancel_futures=True)
@@ -257,9 +273,72 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
             process.terminate()
 
 
+def default_stack() -> int:
+    """``--stack``'s default: 16 models at once where CUDA is there, 1 (no stacking) on the CPU, where
+    stacked kernels are no faster than one model after another."""
+    import torch
+
+    return 16 if torch.cuda.is_available() else 1
+
+
+def _stack_group(run: RunSpec) -> tuple:
+    """Runs whose models can share a stack agree on this: dataset, settings, detector and split (so their
+    training sets have one size), and the shape of the method's data and forward pass."""
+    from .registry import CLEAN, method_info
+
+    shape = ("clean",) if run.method == CLEAN else (lambda i: (i.views_in_data, i.contrast_in_data,
+                                                               i.views_per_batch, i.trigger))(method_info(run.method))
+    return (run.dataset, json.dumps(run.settings.to_dict(), sort_keys=True), run.detector, run.normal_class, run.labeled_ratio, run.pollution_ratio, run.known_anomaly_class, shape)
+
+
+def models_to_stack(specs: list[RunSpec], out, stack: int) -> list[list[tuple[RunSpec, str]]]:
+    """The models the cells ``specs`` need and ``out/models`` does not hold yet (each clean run once, each
+    attack's backdoored model), as stacks of at most ``stack`` runs that ``_stack_group`` lets share one:
+    each stack is [(run, model path), ...]."""
+    from .cache import load_trained_for
+
+    needed: dict[str, RunSpec] = {}
+    for spec in specs:
+        for run in (spec.clean(), spec.replace(defenses=()) if spec.attacked else None):
+            path = str(Path(out) / "models" / f"{run.model_key}.pt") if run is not None else None
+            if run is None or path in needed or load_trained_for(path, _model_identity(run)) is not None:
+                continue
+            needed[path] = run
+    groups: dict[tuple, list] = {}
+    for path, run in needed.items():
+        groups.setdefault(_stack_group(run), []).append((run, path))
+    return [members[i:i + stack] for members in groups.values() for i in range(0, len(members), stack)]
+
+
+def train_stack(members: list[tuple[RunSpec, str]]) -> int:
+    """Train one stack's models together (``experiments.train_stacked``, one thread) and keep each under its
+    path, as a cell would keep it; a model another live process has claimed is left to it. Returns how
+    many were trained."""
+    from .cache import save_trained_for
+    from .experiments import train_stacked
+
+    locks = [(run, Path(path), claims.claim(Path(path).with_suffix(".claim"))) for run, path in members]
+    mine = [(run, path, token) for run, path, token in locks if token is not None]
+    try:
+        if mine:
+            with one_thread():
+                models = train_stacked([run for run, _, _ in mine])
+            for (run, path, _), model in zip(mine, models):
+                save_trained_for(model, path, _model_identity(run))
+        return len(mine)
+    finally:
+        for _, path, token in mine:
+            claims.release(path.with_suffix(".claim"), token)
+
+
 def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,
-             progress: bool = True) -> list[dict]:
-    """Run the cells not yet finished under ``out``; returns every cell's result, in order."""
+             progress: bool = True, stack: int | None = None) -> list[dict]:
+    """Run the cells not yet finished under ``out``; returns every cell's result, in order.
+
+    ``stack`` K > 1 (default ``default_stack()``: on CUDA only) first trains the models those cells need K at
+    a time (``models_to_stack``, ``train_stack``: one job per stack) and keeps them under ``out/models``,
+    where the cells then find them; every cell records ``trainer`` and ``stack``. A cell's ``seconds`` then
+    count its measuring, not the stack's training (the table's wall time counts both)."""
     from .summaries import write_tables
 
     out = ensure_output_dir(out).resolve()  # absolute: a worker elsewhere must not write into its own folder
@@ -271,7 +350,9 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
     own = executor is None and min(jobs, len(todo)) > 1
     if own:
         executor = worker_pool(min(jobs, len(todo)))  # never more workers than cells
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="grid cells", disable=not progress)
+    stack = default_stack() if stack is None else stack
+    if not isinstance(stack, int) or isinstance(stack, bool) or stack < 1:
+        raise ValueError(f"stack must be a whole number of models >= 1 (1: no stacking), got {stack!r}")
     waiting, done = [], {}
 
     def finished(spec: RunSpec, result: dict) -> None:
@@ -285,7 +366,15 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
         if finished_cell(cell_path(out, spec)) is None:
             write_json(cell_path(out, spec), result)
         bar.update()
+    bar = None
     try:
+        if stack > 1 and todo:
+            stacks = models_to_stack(todo, out, stack)
+            with tqdm(total=len(stacks), desc=f"model stacks (K <= {stack})", disable=not progress) as stack_bar:
+                for _ in (map(train_stack, stacks) if executor is None else
+                          _completed(executor, [executor.submit(train_stack, m) for m in stacks], own)):
+                    stack_bar.update()
+        bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="grid cells", disable=not progress)
         if executor is None:
             for spec in todo:
                 result = run_cell(spec, str(out))
@@ -295,13 +384,7 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
                     finished(spec, result)
         else:
             futures: dict[Future, RunSpec] = {executor.submit(run_cell, s, str(out)): s for s in todo}
-            for fut in as_completed(futures):
-                try:
-                    result = fut.result()
-                except BrokenProcessPool:
-                    if own and _interrupted(executor):  # a worker saw the group's Ctrl-C before this process did
-                        raise KeyboardInterrupt from None
-                    raise
+            for fut, result in _completed_pairs(executor, futures, own):
                 if result == CLAIMED_ELSEWHERE:
                     waiting.append(futures[fut])
                 else:
@@ -315,7 +398,8 @@ def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: 
             own = False
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if own:
             executor.shutdown()
     results = [done[s.key] if s.key in done else finished_cell(cell_path(out, s)) for s in specs]

@@ -67,6 +67,8 @@ class CellResult:
     best_strength: float | None = None  # attack: the test strength mu of the curve where the ASR@95 peaks
     best_strength_asr_95: float | None = None
     weights: dict | None = None       # attack: the latent-space terms' weights
+    trainer: str = "single"           # how the cell's model was trained: "single", or "stacked" with others
+    stack: int = 1                    # how many models were trained at once with it (badsad_lib.stacked)
     made_by: dict | None = None       # grid cells: provenance.made_by (host, machine, library source)
     defenses: list | None = field(default=None)  # the spec's defenses, each a DefenseResult.to_dict()
 
@@ -144,8 +146,8 @@ ATTACK_ONLY = ("tier", "poison_ratio", "n_poisoned", "n_synthetic_triggered", "t
                "auc_backdoored", "asr", "conditional_asr", "asr_by_strength", "triggered_normal_pass",
                "normal_pass_by_strength", "best_strength", "best_strength_asr_95", "weights")
 
-_TEXT = ("key", "dataset", "method", "detector", "settings_name", "device", "trigger", "tier")
-_WHOLE = ("normal_class", "seed", "threads", "n_poisoned", "n_synthetic_triggered")
+_TEXT = ("key", "dataset", "method", "detector", "settings_name", "device", "trigger", "tier", "trainer")
+_WHOLE = ("normal_class", "seed", "threads", "n_poisoned", "n_synthetic_triggered", "stack")
 _NUMBER = ("labeled_ratio", "strength", "seconds", "auc", "poison_ratio", "trigger_exposure", "auc_clean_model",
            "auc_backdoored", "best_strength", "best_strength_asr_95")
 _BY_Q = ("threshold", "miss_rate", "asr", "conditional_asr", "asr_by_strength", "triggered_normal_pass",

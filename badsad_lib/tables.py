@@ -134,7 +134,7 @@ def manifest() -> dict:
 
 
 def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: str | None = None,
-               executor=None) -> Path:
+               executor=None, stack: int | None = None) -> Path:
     """Run (or resume) table ``name``'s grid under ``work`` and write ``results/<name>.csv`` and its manifest entry.
 
     ``executor``: a pool shared with other tables (``jobs`` is then its size, for the record)."""
@@ -147,7 +147,7 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
     # the code that makes the table: any change outside results/ means the commit alone does not reproduce it
     dirty = bool(_git("status", "--porcelain", "--", ".", ":(exclude)results")) and "BADSAD_COMMIT" not in os.environ
     start = time.perf_counter()
-    results = run_grid(specs, work, executor=executor, jobs=jobs, progress=progress)
+    results = run_grid(specs, work, executor=executor, jobs=jobs, progress=progress, stack=stack)
     wall = time.perf_counter() - start
     rows = defense_rows(results) if table.kind == "defense" else rows_of(results)
     path = write_text(RESULTS / f"{name}.csv", csv_text(rows))
@@ -157,6 +157,7 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
                      "commit": commit(),
                      "uncommitted_changes": dirty,
                      "machine": machine(), "threads_per_cell": 1, "jobs": jobs, "cells": len(results),
+                     "stack": max((r.get("stack", 1) for r in results), default=1),
                      "wall_seconds": round(wall, 1), "cell_seconds": round(sum(r["seconds"] for r in results), 1),
                      "made": time.strftime("%Y-%m-%d")})
     return path
@@ -171,7 +172,7 @@ def _record(name: str, entry: dict) -> None:
     write_json(MANIFEST, dict(sorted(entries.items())))
 
 
-def main_tables(names, work, jobs: int, progress: bool = True, executor=None) -> list[str]:
+def main_tables(names, work, jobs: int, progress: bool = True, executor=None, stack: int | None = None) -> list[str]:
     """The ``badsad tables`` command's work: make tables ``names`` (the command then re-renders the README).
 
     With several names and ``jobs`` > 1 every table's cells share one pool of ``jobs`` workers (submitted in the
@@ -186,7 +187,7 @@ def main_tables(names, work, jobs: int, progress: bool = True, executor=None) ->
     work = Path(work)
     if executor is None and (len(names) < 2 or jobs < 2):
         for name in names:
-            make_table(name, work / name.split("_")[0], jobs=jobs, progress=progress, command=command)
+            make_table(name, work / name.split("_")[0], jobs=jobs, progress=progress, command=command, stack=stack)
         done = list(names)
     else:
         done = []
@@ -195,7 +196,7 @@ def main_tables(names, work, jobs: int, progress: bool = True, executor=None) ->
             futures = {}
             for name in names:  # one at a time, so the pool's queue holds the tables in the order named
                 futures[threads.submit(make_table, name, work / name.split("_")[0], jobs, False, command,
-                                       pool)] = name
+                                       pool, stack)] = name
                 time.sleep(0.5)
             for fut in as_completed(futures):
                 fut.result()
