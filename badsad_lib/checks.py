@@ -9,6 +9,9 @@ A check runs the learner's function on small cases and prints what it found. It 
   returns the library's version, so the lesson goes on.
 
 ``verify_*`` hold the cases and raise AssertionError with the feedback; the tests call them directly.
+Every check records its verdict in the kernel; ``progress(lesson)``, each lesson's last cell, sums them
+up ("2 of 3 exercises done: ...") and, when ``BADSAD_PROGRESS`` names a file, writes them there as JSON
+(``badsad grade NOTEBOOK`` runs a notebook that way and prints its score).
 """
 from __future__ import annotations
 
@@ -16,15 +19,32 @@ import numpy as np
 import torch
 
 
+# each lesson's exercises, as its checks name them (progress() lists them in this order)
+EXERCISES = {
+    "01": ("exercise 1, the DeepSAD loss", "exercise 2, the center rule", "exercise 3, the percentile threshold"),
+    "02": ("exercise 1, stamping the trigger", "exercise 2, choosing the images to poison",
+           "exercise 3, the attack success rate"),
+    "03": ("exercise 1, concentration", "exercise 2, separation", "exercise 3, alignment by MMD",
+           "exercise 4, the mini-batch objective"),
+    "04": ("exercise 1, spectral scores", "exercise 2, the defense effectiveness rate",
+           "exercise 3, erasing the corners"),
+}
+VERDICTS = ("done", "not quite", "raised an error", "not started", "not run yet")
+_verdicts: dict[str, str] = {}  # exercise -> its latest verdict in this kernel
+
+
 def _grade(exercise: str, fn, verify, fallback):
-    """Run ``verify(fn)``; return ``fn`` if it passes, else print why and return ``fallback``."""
+    """Run ``verify(fn)``; return ``fn`` if it passes, else print why and return ``fallback``. Records the verdict."""
+    _verdicts[exercise] = "raised an error"
     try:
         message = verify(fn)
     except NotImplementedError:
+        _verdicts[exercise] = "not started"
         print(f"Not done yet: {exercise}. Fill in the function above and run this cell again. "
               f"Until then the lesson continues with the library's version.")
         return fallback
     except AssertionError as err:
+        _verdicts[exercise] = "not quite"
         print(f"Not quite ({exercise}): {err}\nThe lesson continues with the library's version; "
               f"fix your function and run both cells again to use yours.")
         return fallback
@@ -32,8 +52,35 @@ def _grade(exercise: str, fn, verify, fallback):
         print(f"Your function raised {type(err).__name__}: {err}\n({exercise}) The lesson continues with the "
               f"library's version; fix your function and run both cells again to use yours.")
         return fallback
+    _verdicts[exercise] = "done"
     print(f"Correct: {message} From here on the lesson uses your function.")
     return fn
+
+
+def progress(lesson: str) -> dict:
+    """Print and return how far this kernel got with ``lesson``'s exercises ("01" to "04"): each exercise's
+    latest verdict (done, not quite, raised an error, not started, or not run yet if its check cell has
+    not run). With ``BADSAD_PROGRESS`` set, also write the summary to that file as JSON."""
+    import os
+
+    if lesson not in EXERCISES:
+        raise ValueError(f"unknown lesson {lesson!r}: choose one of {', '.join(EXERCISES)}")
+    verdicts = {name: _verdicts.get(name, "not run yet") for name in EXERCISES[lesson]}
+    done = sum(v == "done" for v in verdicts.values())
+    summary = {"lesson": lesson, "done": done, "exercises": len(verdicts), "verdicts": verdicts}
+    lines = [f"Lesson {lesson}: {done} of {len(verdicts)} exercises done."]
+    for verdict in VERDICTS:
+        names = [name for name, v in verdicts.items() if v == verdict]
+        if names:
+            lines.append(f"  {verdict}: {'; '.join(names)}")
+    if done < len(verdicts):
+        lines.append("Fill in a function, run its cell and the check below it again, then run this cell.")
+    print("\n".join(lines))
+    if os.environ.get("BADSAD_PROGRESS"):
+        from .io import write_json
+
+        write_json(os.environ["BADSAD_PROGRESS"], summary)
+    return summary
 
 
 def _close(got, want, what: str, atol: float = 1e-5) -> None:

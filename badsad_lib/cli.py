@@ -7,6 +7,7 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -318,6 +319,17 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_grade(args) -> int:
+    from .grading import format_grade, grade_notebook
+
+    summaries = []
+    for notebook in args.notebooks:
+        _note(args, f"running {notebook} top to bottom in a fresh kernel (quick mode) ...")
+        summaries.append(grade_notebook(notebook, timeout=args.timeout))
+        print(json.dumps(summaries[-1]) if args.json else format_grade(summaries[-1]), flush=True)
+    return 0
+
+
 def cmd_prepare(args) -> int:
     """Train and cache every model the lessons use, so a class starts with a warm cache."""
     from . import course
@@ -397,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "it is no faster); each cell records its trainer and stack")
     p.add_argument("--readme", default=None, help="re-render this README's table blocks from the CSVs")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("grade", help="score filled-in lessons: run each top to bottom and read its checks' verdicts")
+    p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="lesson notebooks (.ipynb) to grade")
+    p.add_argument("--timeout", type=int, default=1200, help="seconds any one cell may take (default 1200)")
+    p.add_argument("--json", action="store_true", help="one JSON line per notebook instead of the text report")
+    p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("prepare", help="train and cache the lessons' models (before a workshop)")
     p.add_argument("--datasets", nargs="+", default=["mnist"], help="mnist (with BADSAD_DATA) and/or digits")

@@ -1,5 +1,7 @@
 """The exercise checkers: accept right answers (any standard convention), name what is wrong in a wrong one,
 never raise, and hand the lesson the learner's function or the library's."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,35 @@ def test_a_right_batch_objective_trains_the_librarys_backdoor(digits_split):
     yours = train_attacked(spec, digits_split, combine=_batch_loss())[0]
     assert yours.history_ == library.history_  # the same loss, batch for batch, epoch for epoch
     assert checks.check_batch_loss(_batch_loss(sep_on=lambda zv, zt: zt)) is None  # wrong: the library's objective
+
+
+def test_progress_sums_up_the_verdicts_this_kernel_recorded(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(checks, "_verdicts", {})
+    monkeypatch.setenv("BADSAD_PROGRESS", str(tmp_path / "progress.json"))
+
+    def not_started(dist, y, eta=1.0):
+        raise NotImplementedError("Exercise: the loss")
+    checks.check_deepsad_loss(not_started)
+    checks.check_center(lambda codes, eps=0.1: codes.mean(0))        # a real mistake: the plain mean
+    checks.check_threshold(lambda scores, q: float(np.percentile(scores, q)))
+    summary = checks.progress("01")
+    out = capsys.readouterr().out
+    assert summary["done"] == 1 and summary["exercises"] == 3
+    assert summary["verdicts"] == {"exercise 1, the DeepSAD loss": "not started",
+                                   "exercise 2, the center rule": "not quite",
+                                   "exercise 3, the percentile threshold": "done"}
+    assert "Lesson 01: 1 of 3 exercises done." in out and "not quite: exercise 2, the center rule" in out
+    assert json.loads((tmp_path / "progress.json").read_text()) == summary
+    checks.check_center(lambda codes, eps=0.1: 1 / 0)                 # a function that raises
+    assert checks.progress("01")["verdicts"]["exercise 2, the center rule"] == "raised an error"
+    assert set(checks.progress("03")["verdicts"].values()) == {"not run yet"}
+    with pytest.raises(ValueError, match="unknown lesson '05'"):
+        checks.progress("05")
+
+
+def test_every_check_names_an_exercise_of_its_lesson():
+    import inspect
+    import re
+
+    named = set(re.findall(r'_grade\("([^"]+)"', inspect.getsource(checks)))
+    assert named == {e for exercises in checks.EXERCISES.values() for e in exercises}

@@ -236,3 +236,24 @@ def test_quiet_prints_results_only_and_verbose_shows_progress(tmp_path, capsys):
     assert "run: deepsad on digits" in out and "it/s" in err
     with pytest.raises(SystemExit):
         main([*argv, "-q", "-v"])
+
+
+def test_grade_scores_an_empty_and_a_filled_in_lesson(monkeypatch, capsys):
+    """Runs lesson 01 as a learner left it (nothing solved) and as solved, on the embedded digits."""
+    monkeypatch.delenv("BADSAD_DATA", raising=False)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert main(["grade", "--json", "-q", os.path.join(root, "lessons", "01_deepsad_basics.ipynb"),
+                 os.path.join(root, "solutions", "01_deepsad_basics.ipynb")]) == 0
+    empty, solved = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert (empty["done"], solved["done"], empty["exercises"]) == (0, 3, 3) and not solved["errors"]
+    assert set(empty["verdicts"].values()) == {"not started"} and set(solved["verdicts"].values()) == {"done"}
+
+
+def test_grade_refuses_what_is_not_a_lesson(tmp_path, capsys):
+    (tmp_path / "x.ipynb").write_text("not json")
+    (tmp_path / "plain.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                                      "nbformat_minor": 5}))
+    for name, says in (("missing.ipynb", "is not a notebook file"), ("x.ipynb", "is not a readable notebook"),
+                       ("plain.ipynb", "has no progress cell")):
+        assert main(["grade", str(tmp_path / name)]) == 2
+        assert says in capsys.readouterr().err

@@ -84,6 +84,7 @@ def test_an_unsolved_lesson_runs_top_to_bottom_on_digits(path, digits_cache):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert "Falling back to scikit-learn's 8x8 digits" in text
     assert text.count("Not done yet") >= 3 and "Correct" not in text
+    assert f"Lesson {path.name[:2]}: 0 of" in text  # the progress cell at the end sums it up
 
 
 def test_exercise_source_replaces_only_the_solution_block():

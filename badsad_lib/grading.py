@@ -1,0 +1,63 @@
+"""Scoring a filled-in lesson: ``badsad grade NOTEBOOK`` runs it top to bottom in a fresh kernel (quick
+mode, nbclient) and reads the verdicts its checks recorded (``checks.progress``, the lesson's last cell).
+
+The score is the number of exercises whose check said "Correct": the same checks the learner sees, run
+on the learner's own functions, never the solution's. A cell that raises does not stop the run (a
+learner's broken cell must not hide the exercises after it); such cells are listed with the score.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def grade_notebook(path, timeout: int = 1200) -> dict:
+    """Run the notebook at ``path`` (quick mode; each cell at most ``timeout`` seconds) and return
+    ``checks.progress``'s summary (lesson, done, exercises, verdicts) plus ``errors``: [(cell number, error
+    name), ...] for the cells that raised. ValueError if the notebook is not a lesson with a progress cell."""
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError as err:
+        raise ValueError(f"grading runs the notebook with nbclient and nbformat ({err.name} is missing): "
+                         f"pip install nbclient nbformat, or the course's dev extra") from err
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} is not a notebook file (a lesson such as lessons/01_deepsad_basics.ipynb)")
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several kinds for a file that is not a notebook
+        raise ValueError(f"{path} is not a readable notebook ({type(err).__name__}: {err})") from err
+    if not any(c.cell_type == "code" and "progress(" in c.source for c in nb.cells):
+        raise ValueError(f"{path} has no progress cell (checks.progress): only the course's lessons can be graded")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "progress.json"
+        saved = {k: os.environ.get(k) for k in ("BADSAD_PROGRESS", "BADSAD_QUICK")}
+        os.environ.update(BADSAD_PROGRESS=str(report), BADSAD_QUICK="1")  # the kernel inherits them
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                           resources={"metadata": {"path": str(path.resolve().parent)}}).execute()
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None)
+                if v is not None:
+                    os.environ[k] = v
+        errors = [(i, o.get("ename", "error")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        if not report.exists():
+            raise ValueError(f"{path}: the progress cell did not run (errors in cells "
+                             f"{', '.join(str(i) for i, _ in errors) or 'none'}), so there is no score")
+        summary = json.loads(report.read_text())
+    return {**summary, "notebook": str(path), "errors": errors}
+
+
+def format_grade(summary: dict) -> str:
+    """The grade as a few lines: the score, each exercise's verdict, the cells that raised."""
+    lines = [f"{summary['notebook']}: {summary['done']} of {summary['exercises']} exercises done "
+             f"(lesson {summary['lesson']})"]
+    lines += [f"  {verdict:16s} {name}" for name, verdict in summary["verdicts"].items()]
+    if summary["errors"]:
+        lines.append("  cells that raised: " + ", ".join(f"{i} ({name})" for i, name in summary["errors"]))
+    return "\n".join(lines)
