@@ -251,7 +251,7 @@ def cmd_demo(args) -> int:
 
 def cmd_reproduce(args) -> int:
     with _output_first(args.out) as out:
-        from .grid import make_specs, run_grid
+        from .grid import make_specs, reevaluate_grid, run_grid
         from .registry import settings_for
 
         settings = {d: settings_for(d, _quick(args)) for d in args.datasets}
@@ -263,7 +263,11 @@ def cmd_reproduce(args) -> int:
     _note(args, f"{len(specs)} cells -> {out} ({', '.join(sorted({s.settings.name for s in specs}))} settings, "
           f"{where}, one thread each)")
     with _dask_executor(args.scheduler) as executor:
-        results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=_progress(args), stack=args.stack)
+        if args.reevaluate:
+            results = reevaluate_grid(specs, out, executor=executor, jobs=args.jobs, progress=_progress(args))
+        else:
+            results = run_grid(specs, out, executor=executor, jobs=args.jobs, progress=_progress(args),
+                               stack=args.stack)
     print((out / "summary.md").read_text())
     _note(args, f"wrote {len(results)} cell results, results.csv and summary.md in {out}")
     return 0
@@ -310,7 +314,8 @@ def cmd_tables(args) -> int:
 
         check_readme(readme)  # before any table is made
     with _dask_executor(args.scheduler) as executor:
-        done = main_tables(args.names, args.work, args.jobs, executor=executor, stack=args.stack)
+        done = main_tables(args.names, args.work, args.jobs, executor=executor, stack=args.stack,
+                           reevaluate=args.reevaluate)
     if readme is not None:
         from .readme import check_readme, render_readme
 
@@ -390,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=None, metavar="K",
                    help="train up to K models at once in one set of kernels (default: 16 on CUDA, 1 on the CPU, where "
                         "it is no faster); each cell records its trainer and stack")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="train nothing: measure every cell again from the models kept under --out/models")
     _mode_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--defenses", nargs="+", default=[], choices=DEFENSES, metavar="NAME",
@@ -407,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=None, metavar="K",
                    help="train up to K models at once in one set of kernels (default: 16 on CUDA, 1 on the CPU, where "
                         "it is no faster); each cell records its trainer and stack")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="train nothing: measure every cell again from the models kept under --work (a new metric "
+                        "costs minutes, not a grid)")
     p.add_argument("--readme", default=None, help="re-render this README's table blocks from the CSVs")
     p.set_defaults(func=cmd_tables)
 

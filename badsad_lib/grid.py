@@ -14,7 +14,9 @@ the cells that share it (claimed while it trains; the others wait for it). Train
 are kept there too (``<spec.model_key>.pt``), so a defended cell reuses the model of the same run
 without defenses. Each kept model records the specification and the code it was trained with and
 is reused only for exactly that run and code (``badsad_lib.cache``): a model copied to another
-run's name, or one from before identities were recorded, is retrained.
+run's name, or one from before identities were recorded, is retrained. ``reevaluate_grid`` is the one
+exception: it measures the cells again with this code from the kept models of their exact runs, whatever
+code trained them (each cell records it as ``trained_by``), and trains nothing.
 
 Any ``concurrent.futures.Executor`` can run the cells: a Dask client's ``get_executor()`` spreads
 them over a cluster (threaded workers give the same numbers: a fit seeds nothing process-wide). The
@@ -329,6 +331,99 @@ def train_stack(members: list[tuple[RunSpec, str]]) -> int:
     finally:
         for _, path, token in mine:
             claims.release(path.with_suffix(".claim"), token)
+
+
+def _kept_models(spec: RunSpec, out) -> tuple[dict, str]:
+    """The models a cell of ``spec`` was measured on, as kept under ``out/models`` by any version of the library:
+    ({"clean": model, "backdoored": model or absent}, the source hash that trained them, "+"-joined if two).
+    ValueError naming the file when one is missing, unreadable, or trained for another run."""
+    from .deepsad import DeepSAD
+    from .errors import CheckpointError
+
+    runs = {"clean": spec.clean(), "backdoored": spec.replace(defenses=()) if spec.attacked else None}
+    models, codes = {}, []
+    for role, run in runs.items():
+        if run is None:
+            continue
+        path = Path(out) / "models" / f"{run.model_key}.pt"
+        if not path.is_file():
+            raise ValueError(f"no kept {role} model for cell {spec.key}: {path} is missing")
+        try:
+            model = DeepSAD.load(path)
+            identity = json.loads(model.trained_for_ or "null")
+        except (CheckpointError, OSError, ValueError) as err:
+            raise ValueError(f"the kept {role} model {path} cannot be used: {err}") from None
+        if not isinstance(identity, dict) or identity.get("run") != run.canonical():
+            raise ValueError(f"the kept {role} model {path} was not trained for cell {spec.key}'s run "
+                             f"(it records {str(model.trained_for_)[:80]!r})")
+        models[role], codes = model, codes + [str(identity.get("code"))]
+    return models, "+".join(dict.fromkeys(codes))
+
+
+def reevaluate_cell(spec: RunSpec, out: str) -> dict:
+    """Measure ``spec``'s cell again with this code from its kept models (``_kept_models``), training nothing, and
+    write ``OUT/cells/<key>.json``: made by this code, ``trained_by`` the code that trained the models, ``seconds``
+    the measuring alone (and the defenses, which train on the kept model as they would in a cell)."""
+    from .experiments import run
+    from .provenance import made_by
+
+    models, trained_by = _kept_models(spec, out)
+    with one_thread():
+        result = run(spec, clean_model=models["clean"], backdoored_model=models.get("backdoored"))
+    metrics = result.cell.replace(made_by=made_by(code()), trained_by=trained_by).to_dict()
+    write_json(cell_path(out, spec), metrics)
+    return metrics
+
+
+def reevaluate_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,
+                    progress: bool = True) -> list[dict]:
+    """Every cell of ``specs`` measured again from the models kept under ``out/models`` (``reevaluate_cell``):
+    a new metric costs the measuring, not a grid. Every model is checked before anything runs; ValueError
+    listing the missing ones (train them with ``run_grid``, which keeps them). Returns the results, in order."""
+    from .summaries import write_tables
+
+    out = Path(out).resolve()
+    specs = list({s.key: s for s in specs}.values())
+    problems = []
+    for spec in specs:
+        try:
+            _kept_models(spec, out)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise ValueError(f"{len(problems)} of {len(specs)} cells cannot be re-evaluated from {out / 'models'}: "
+                         + "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+                         + ". Run the grid without re-evaluating to train them (it keeps every model there).")
+    (out / "cells").mkdir(exist_ok=True)
+    clean_stale_temps(out / "cells")
+    own = executor is None and min(jobs, len(specs)) > 1
+    if own:
+        executor = worker_pool(min(jobs, len(specs)))
+    done = {}
+    try:
+        with tqdm(total=len(specs), desc="re-evaluated cells", disable=not progress) as bar:
+            if executor is None:
+                for spec in specs:
+                    done[spec.key] = reevaluate_cell(spec, str(out))
+                    bar.update()
+            else:
+                futures = {executor.submit(reevaluate_cell, s, str(out)): s for s in specs}
+                for fut, result in _completed_pairs(executor, futures, own):
+                    done[futures[fut].key] = result
+                    write_json(cell_path(out, futures[fut]), result)  # a worker elsewhere wrote its own copy
+                    bar.update()
+    except KeyboardInterrupt:
+        if own:
+            with _sigint_ignored(0.5):
+                stop_workers(executor)
+            own = False
+        raise
+    finally:
+        if own:
+            executor.shutdown()
+    results = [done[s.key] for s in specs]
+    write_tables(results, out)
+    return results
 
 
 def run_grid(specs: list[RunSpec], out, executor: Executor | None = None, jobs: int = 1,

@@ -176,6 +176,7 @@ README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: read
                  "mnist_unconfounded": lambda: readme_ablation("mnist_unconfounded"),
                  "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
                  "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
+                 "mnist_paper_attack": lambda: readme_ablation("mnist_paper_attack"),
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
                  "mnist_defenses": readme_defenses,
                  "mnist_defense_controls": lambda: readme_defenses("mnist_defense_controls"), "speed": readme_speed,

@@ -70,6 +70,7 @@ class CellResult:
     trainer: str = "single"           # how the cell's model was trained: "single", or "stacked" with others
     stack: int = 1                    # how many models were trained at once with it (badsad_lib.stacked)
     made_by: dict | None = None       # grid cells: provenance.made_by (host, machine, library source)
+    trained_by: str | None = None     # re-evaluated cells: the library source that trained the kept models
     defenses: list | None = field(default=None)  # the spec's defenses, each a DefenseResult.to_dict()
 
     @property
@@ -146,7 +147,7 @@ ATTACK_ONLY = ("tier", "poison_ratio", "n_poisoned", "n_synthetic_triggered", "t
                "auc_backdoored", "asr", "conditional_asr", "asr_by_strength", "triggered_normal_pass",
                "normal_pass_by_strength", "best_strength", "best_strength_asr_95", "weights")
 
-_TEXT = ("key", "dataset", "method", "detector", "settings_name", "device", "trigger", "tier", "trainer")
+_TEXT = ("key", "dataset", "method", "detector", "settings_name", "device", "trigger", "tier", "trainer", "trained_by")
 _WHOLE = ("normal_class", "seed", "threads", "n_poisoned", "n_synthetic_triggered", "stack")
 _NUMBER = ("labeled_ratio", "strength", "seconds", "auc", "poison_ratio", "trigger_exposure", "auc_clean_model",
            "auc_backdoored", "best_strength", "best_strength_asr_95")

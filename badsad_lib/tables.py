@@ -64,6 +64,11 @@ def _table1():
     return make_specs(["mnist", "fmnist"], range(10), [0], [CLEAN], labeled_ratio=0.05, settings=PAPER)
 
 
+def _paper_attack():
+    from .settings import PAPER
+    return _specs(_mnist("naive", range(3), settings=PAPER), _mnist("badsad", range(3), settings=PAPER))
+
+
 def _tradeoff(dataset, strengths, ratios):
     from .grid import make_specs
     return lambda: make_specs([dataset], [0], [0], ["badsad"], strengths=strengths, poison_ratios=ratios)
@@ -111,6 +116,9 @@ TABLES = {t.name: t for t in [
                  "Fashion-MNIST, all ten normal classes, seed 0 (the paper's Table 1 setting)", _table1, kind="clean"),
     ShippedTable("fmnist_ablation", "Fashion-MNIST, all ten normal classes, seed 0: the four ablation methods",
                  _ablation("fmnist")),
+    ShippedTable("mnist_paper_attack", "MNIST, normal classes 0-2, seed 0: naive poisoning and BadSAD at the paper's "
+                 "settings (150 + 150 epochs, lr 1e-4, milestone 50), where every other attack table is quick",
+                 _paper_attack, not_yet_made="6 cells at the paper's settings (150 + 150 epochs), about an hour on 2 cores"),
     ShippedTable("cifar10_ablation", "CIFAR-10 subset, all ten normal classes, seed 0: the four ablation methods",
                  _ablation("cifar10"), not_yet_made=_REMADE),
 ]}
@@ -134,11 +142,13 @@ def manifest() -> dict:
 
 
 def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: str | None = None,
-               executor=None, stack: int | None = None) -> Path:
+               executor=None, stack: int | None = None, reevaluate: bool = False) -> Path:
     """Run (or resume) table ``name``'s grid under ``work`` and write ``results/<name>.csv`` and its manifest entry.
 
-    ``executor``: a pool shared with other tables (``jobs`` is then its size, for the record)."""
-    from .grid import run_grid
+    ``executor``: a pool shared with other tables (``jobs`` is then its size, for the record). ``reevaluate``:
+    train nothing; measure every cell again from the models kept under ``work/models`` (``grid.reevaluate_grid``);
+    the manifest entry then keeps the training run's record under ``trained``."""
+    from .grid import reevaluate_grid, run_grid
 
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}: choose from {', '.join(TABLES)}")
@@ -147,13 +157,20 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
     # the code that makes the table: any change outside results/ means the commit alone does not reproduce it
     dirty = bool(_git("status", "--porcelain", "--", ".", ":(exclude)results")) and "BADSAD_COMMIT" not in os.environ
     start = time.perf_counter()
-    results = run_grid(specs, work, executor=executor, jobs=jobs, progress=progress, stack=stack)
+    if reevaluate:
+        results = reevaluate_grid(specs, work, executor=executor, jobs=jobs, progress=progress)
+    else:
+        results = run_grid(specs, work, executor=executor, jobs=jobs, progress=progress, stack=stack)
     wall = time.perf_counter() - start
     rows = defense_rows(results) if table.kind == "defense" else rows_of(results)
     path = write_text(RESULTS / f"{name}.csv", csv_text(rows))
     with _MANIFEST_LOCK:
-        _record(name, {"description": table.description,
-                     "command": command or f"badsad tables {name} --jobs {jobs} --work {work}",
+        before = manifest().get(name, {})
+        trained = ({"trained": before.get("trained") or {k: before[k] for k in _TRAINING_RECORD if k in before}}
+                   if reevaluate else {})
+        _record(name, {"description": table.description, **trained,
+                     "command": command or f"badsad tables {name} --jobs {jobs} --work {work}"
+                                           + (" --reevaluate" if reevaluate else ""),
                      "commit": commit(),
                      "uncommitted_changes": dirty,
                      "machine": machine(), "threads_per_cell": 1, "jobs": jobs, "cells": len(results),
@@ -164,6 +181,9 @@ def make_table(name: str, work, jobs: int = 1, progress: bool = True, command: s
 
 
 _MANIFEST_LOCK = threading.Lock()
+# what a re-evaluated table's manifest entry keeps of the run that trained its models
+_TRAINING_RECORD = ("command", "commit", "uncommitted_changes", "machine", "jobs", "stack", "wall_seconds",
+                    "cell_seconds", "made")
 
 
 def _record(name: str, entry: dict) -> None:
@@ -172,7 +192,8 @@ def _record(name: str, entry: dict) -> None:
     write_json(MANIFEST, dict(sorted(entries.items())))
 
 
-def main_tables(names, work, jobs: int, progress: bool = True, executor=None, stack: int | None = None) -> list[str]:
+def main_tables(names, work, jobs: int, progress: bool = True, executor=None, stack: int | None = None,
+                reevaluate: bool = False) -> list[str]:
     """The ``badsad tables`` command's work: make tables ``names`` (the command then re-renders the README).
 
     With several names and ``jobs`` > 1 every table's cells share one pool of ``jobs`` workers (submitted in the
@@ -187,7 +208,8 @@ def main_tables(names, work, jobs: int, progress: bool = True, executor=None, st
     work = Path(work)
     if executor is None and (len(names) < 2 or jobs < 2):
         for name in names:
-            make_table(name, work / name.split("_")[0], jobs=jobs, progress=progress, command=command, stack=stack)
+            make_table(name, work / name.split("_")[0], jobs=jobs, progress=progress, command=command, stack=stack,
+                       reevaluate=reevaluate)
         done = list(names)
     else:
         done = []
@@ -196,7 +218,7 @@ def main_tables(names, work, jobs: int, progress: bool = True, executor=None, st
             futures = {}
             for name in names:  # one at a time, so the pool's queue holds the tables in the order named
                 futures[threads.submit(make_table, name, work / name.split("_")[0], jobs, False, command,
-                                       pool, stack)] = name
+                                       pool, stack, reevaluate)] = name
                 time.sleep(0.5)
             for fut in as_completed(futures):
                 fut.result()

@@ -257,3 +257,9 @@ def test_grade_refuses_what_is_not_a_lesson(tmp_path, capsys):
                        ("plain.ipynb", "has no progress cell")):
         assert main(["grade", str(tmp_path / name)]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_reevaluating_a_table_without_its_models_names_what_is_missing(tmp_path, capsys):
+    _fails_fast(["tables", "mnist_ablation", "--reevaluate", "--work", str(tmp_path / "work")], capsys,
+                "40 of 40 cells cannot be re-evaluated", "mnist_class0_seed0_clean_", "is missing")
+    assert not list((tmp_path / "work").rglob("*.json"))

@@ -362,3 +362,39 @@ def test_the_result_schema_round_trips_and_names_what_is_wrong(tmp_path):
         CellResult.from_dict({k: v for k, v in result.items() if k != "auc_backdoored"})
     with pytest.raises(ValueError, match="'threads' must be a whole number"):
         CellResult.from_dict({**result, "threads": 1.5})
+
+
+def test_a_grid_is_reevaluated_from_its_kept_models_whatever_code_trained_them(tmp_path, monkeypatch):
+    """--reevaluate: the same numbers from the kept models, nothing trained, each cell naming the code that trained it."""
+    from badsad_lib.deepsad import DeepSAD
+
+    specs = make_specs(["digits"], [3], [0], ["naive", "badsad"], settings=DIGITS.replace(epochs=4, ae_epochs=2))
+    with monkeypatch.context() as older:
+        older.setattr(grid, "code", lambda: "0" * 12)  # the models were trained by another version of the library
+        first = run_grid(specs, tmp_path, progress=False)
+    monkeypatch.setattr(DeepSAD, "fit", lambda *a, **k: pytest.fail("re-evaluation must train nothing"))
+    again = grid.reevaluate_grid(specs, tmp_path, progress=False)
+    for before, after in zip(first, again):
+        assert after["made_by"]["source"] == grid.code() != "0" * 12 and after["trained_by"] == "0" * 12
+        for metric in ("auc_clean_model", "auc_backdoored", "asr", "miss_rate", "asr_by_strength", "triggered_normal_pass"):
+            assert after[metric] == before[metric], metric
+        assert grid.finished_cell(grid.cell_path(tmp_path, specs[0]))["trained_by"] == "0" * 12
+    assert "badsad" in (tmp_path / "results.csv").read_text()
+
+
+def test_reevaluation_refuses_missing_and_misnamed_models_before_measuring_anything(tmp_path, monkeypatch):
+    specs = make_specs(["digits"], [4], [0], ["naive", "badsad"], settings=DIGITS.replace(epochs=3, ae_epochs=1))
+    run_grid(specs, tmp_path, progress=False)
+    naive, badsad = (tmp_path / "models" / f"{s.model_key}.pt" for s in specs)
+    measured = []
+    monkeypatch.setattr(grid, "reevaluate_cell", lambda spec, out: measured.append(spec))
+    badsad.write_bytes(naive.read_bytes())  # a model copied under another run's name
+    with pytest.raises(ValueError, match=f"not trained for cell {specs[1].key}"):
+        grid.reevaluate_grid(specs, tmp_path, progress=False)
+    naive.unlink()
+    with pytest.raises(ValueError, match=r"2 of 2 cells cannot be re-evaluated.*is missing"):
+        grid.reevaluate_grid(specs, tmp_path, progress=False)
+    (tmp_path / "models" / f"{specs[0].clean().model_key}.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be used"):
+        grid.reevaluate_grid(specs[:1], tmp_path, progress=False)
+    assert measured == []

@@ -183,3 +183,27 @@ def test_a_table_runs_on_any_executor_given(tmp_path, monkeypatch):
     assert done == ["digits_c"] and Counting.submitted >= 1
     rows = tables.results_table("digits_c")
     assert [int(r["normal_class"]) for r in rows] == [2] and 0.5 < float(rows[0]["auc_clean_model"]) <= 1
+
+
+def test_a_table_reevaluated_keeps_its_training_record(tmp_path, monkeypatch):
+    from badsad_lib import tables
+    from badsad_lib.grid import make_specs
+    from badsad_lib.settings import DIGITS
+
+    fast = DIGITS.replace(epochs=3, ae_epochs=1)
+    monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(tables, "MANIFEST", tmp_path / "results" / "MANIFEST.json")
+    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(tables, "TABLES", {"digits_r": tables.ShippedTable("digits_r", "digits class 1", lambda: make_specs(
+        ["digits"], [1], [0], ["badsad"], settings=fast))})
+    tables.main_tables(["digits_r"], tmp_path / "work", jobs=1, progress=False)
+    trained = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())["digits_r"]
+    rows = tables.results_table("digits_r")
+    tables.main_tables(["digits_r"], tmp_path / "work", jobs=1, progress=False, reevaluate=True)
+    entry = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())["digits_r"]
+    assert entry["command"].endswith("--reevaluate") and entry["trained"]["command"] == trained["command"]
+    assert entry["trained"]["wall_seconds"] == trained["wall_seconds"]
+    again = tables.results_table("digits_r")
+    assert [r["asr_95"] for r in again] == [r["asr_95"] for r in rows]
+    tables.main_tables(["digits_r"], tmp_path / "work", jobs=1, progress=False, reevaluate=True)  # twice: still the first
+    assert json.loads((tmp_path / "results" / "MANIFEST.json").read_text())["digits_r"]["trained"] == entry["trained"]
