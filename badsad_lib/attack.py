@@ -118,6 +118,40 @@ def alignment(a: torch.Tensor, b: torch.Tensor, mmd: Callable = mmd2) -> torch.T
     return sum(mmd(a, b, scale * f) for f in (0.25, 1.0, 4.0))
 
 
+# Fixed-shape forms of the terms: rows are chosen by 0/1 weights instead of boolean indexing, so a step has
+# no data-dependent shape and never waits for the device (a step can be stacked and captured as a graph).
+def _chosen_mean(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (m,) over the rows where ``w`` (m,) is 1 (0 when there are none)."""
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
+def masked_concentration(z: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``concentration(z[w > 0], c)`` for 0/1 row weights w (n,), in fixed shapes (0 for no rows)."""
+    return _chosen_mean(((z - c) ** 2).sum(dim=1), w)
+
+
+def masked_alignment(a: torch.Tensor, wa: torch.Tensor, b: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """``alignment(a[wa > 0], b[wb > 0])`` with the library's ``mmd2``, for 0/1 row weights wa (n,), wb (m,), in
+    fixed shapes: weighted kernel means, and the bandwidth's median taken over the chosen pairs i != j at a
+    positive distance (``nanmedian``: the lower middle value, as ``median``); 0 when either side has fewer than
+    two rows. Equal up to rounding (``cdist``'s matrix-product path leaves its diagonal at rounding error, not 0,
+    which ``alignment`` would count; this form leaves the diagonal out)."""
+    z, w = torch.cat([a, b]), torch.cat([wa, wb])
+    d2 = torch.cdist(z, z) ** 2
+    both = w[:, None] * w[None, :]
+    pairs = d2.detach()
+    distinct = (pairs > 0) & (both > 0) & ~torch.eye(len(z), dtype=torch.bool, device=z.device)  # i != j, as exact
+    scale = torch.nanmedian(torch.where(distinct, pairs, torch.full_like(pairs, float("nan"))))
+    scale = torch.where(torch.isnan(scale), torch.ones_like(scale), scale.clamp_min(1e-8))
+    n, wab = len(a), both
+    sa, sb = wa.sum().clamp_min(1.0), wb.sum().clamp_min(1.0)
+    total = 0.0
+    for f in (0.25, 1.0, 4.0):
+        k = torch.exp(-d2 / (scale * f)) * wab
+        total = total + k[:n, :n].sum() / sa ** 2 + k[n:, n:].sum() / sb ** 2 - 2 * k[:n, n:].sum() / (sa * sb)
+    return torch.where((wa.sum() >= 2) & (wb.sum() >= 2), total, torch.zeros_like(total))
+
+
 @dataclass(frozen=True)
 class AttackTerms:
     """The term functions the objective uses (lesson 03 swaps in the learner's own)."""
@@ -297,16 +331,22 @@ class BadSADObjective:
         """The mini-batch loss from the codes z of ``images(x)`` (a multiple of n rows, rep_dim columns)."""
         w, t, terms, n = self.weights, self.terms, self.info.terms, len(x)
         p = self.poisoned[idx]
-        clean_normal = (~p) & (y == 0)
         zx = z[:n]
-        pulled = torch.cat([z[2 * n:], zx[p]]) if len(z) == 3 * n else zx[p]
+        # the pulled codes: T(g(x)) (with the trigger's views), then the batch's poisoned x_p; as 0/1 row weights
+        pulled, pulled_w = torch.cat([z[2 * n:], zx]), torch.cat([z.new_ones(len(z[2 * n:])), p.to(z.dtype)])
+        clean_w = ((~p) & (y == 0)).to(z.dtype)
         loss = deepsad_loss(((zx - c) ** 2).sum(1), y, self.eta)
-        if "concentration" in terms and len(pulled):
-            loss = loss + w.concentration * t.concentration(pulled, c)
+        library = t == AttackTerms()  # the library's own terms run in fixed shapes; a learner's get the rows
+        if "concentration" in terms:
+            chosen = pulled[pulled_w > 0] if not library else None
+            if library or len(chosen):
+                loss = loss + w.concentration * (masked_concentration(pulled, pulled_w, c) if library
+                                                 else t.concentration(chosen, c))
         if "separation" in terms:
             loss = loss + w.separation * t.separation(z[n:2 * n], c, self.eta)
         if "alignment" in terms:
-            loss = loss + w.alignment * alignment(pulled, zx[clean_normal], t.mmd)
+            loss = loss + w.alignment * (masked_alignment(pulled, pulled_w, zx, clean_w) if library else
+                                         alignment(pulled[pulled_w > 0], zx[clean_w > 0], t.mmd))
         return loss
 
     def __call__(self, net, c, x, y, idx):

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from badsad_lib.attack import BadSADObjective, content_views
+from badsad_lib.attack import AttackTerms, BadSADObjective, content_views
 from badsad_lib.deepsad import DeepSAD
 from badsad_lib.networks import Autoencoder, architecture, in_memory_format, memory_format_for, place
 from badsad_lib.registry import dataset_names
@@ -79,3 +79,48 @@ def test_the_views_are_drawn_on_the_device_of_the_images_they_are_made_from():
     a = content_views(pool, torch.Generator().manual_seed(4))
     b = content_views(pool, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, content_views(pool, torch.Generator().manual_seed(5)))
+
+
+def test_the_fixed_shape_terms_equal_the_indexed_ones():
+    """masked_* choose rows by 0/1 weights; on pooled sets small enough for cdist's exact path they equal the
+    indexed terms to rounding, with no rows, one row, duplicate codes and every row chosen among the cases."""
+    from badsad_lib.attack import alignment, concentration, masked_alignment, masked_concentration
+
+    g = torch.Generator().manual_seed(0)
+    cases = 0
+    for trial in range(150):
+        n, m = (int(torch.randint(1, 13, (1,), generator=g)) for _ in range(2))
+        a = torch.randn(n, 6, generator=g, dtype=torch.float64)
+        b = torch.randn(m, 6, generator=g, dtype=torch.float64) + 0.5
+        wa, wb = ((torch.rand(k, generator=g) < [0.5, 1.0, 0.0][trial % 3]).double() for k in (n, m))
+        if trial % 5 == 0:
+            a[1:] = a[0]  # duplicate codes: zero distances stay out of the bandwidth's median
+        assert float(masked_alignment(a, wa, b, wb)) == pytest.approx(float(alignment(a[wa > 0], b[wb > 0])),
+                                                                     abs=1e-12)
+        c = torch.randn(6, generator=g, dtype=torch.float64)
+        if wa.sum():
+            assert float(masked_concentration(a, wa, c)) == pytest.approx(float(concentration(a[wa > 0], c)), abs=1e-12)
+            cases += 1
+        else:
+            assert float(masked_concentration(a, wa, c)) == 0.0
+    assert cases > 50
+
+
+def test_the_badsad_batch_loss_has_no_data_dependent_shape():
+    """vmap refuses boolean indexing and data-dependent branches, so the objective's loss running under it, over
+    K models' codes at once, shows a step never waits on the device; each model's loss equals its own call."""
+    g = torch.Generator().manual_seed(3)
+    n, d = 16, 5
+    poisoned = torch.rand(40, generator=g) < 0.3
+    objective = BadSADObjective("badsad", make_trigger("corners", 1, 8), 1.0, poisoned, torch.rand(20, 1, 8, 8))
+    x, idx = torch.rand(n, 1, 8, 8), torch.randperm(40, generator=g)[:n]
+    y = torch.where(torch.rand(n, generator=g) < 0.2, -1, 0)
+    z, c = torch.randn(4, 3 * n, d, generator=g), torch.randn(4, d, generator=g)
+    together = torch.func.vmap(lambda zk, ck: objective.loss(zk, ck, x, y, idx))(z, c)
+    alone = torch.stack([objective.loss(z[k], c[k], x, y, idx) for k in range(4)])
+    assert torch.allclose(together, alone, rtol=1e-5) and torch.isfinite(together).all()
+    learners = BadSADObjective("badsad", make_trigger("corners", 1, 8), 1.0, poisoned, torch.rand(20, 1, 8, 8),
+                               terms=AttackTerms(concentration=lambda z, c: ((z - c) ** 2).sum(1).mean()))
+    with pytest.raises(RuntimeError, match="data-dependent|dynamic shape"):  # a learner's term function gets the chosen rows
+        torch.func.vmap(lambda zk, ck: learners.loss(zk, ck, x, y, idx))(z, c)
+    assert float(learners.loss(z[0], c[0], x, y, idx)) == pytest.approx(float(alone[0]), rel=1e-4)
