@@ -79,6 +79,10 @@ def _attack_options(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="trigger strength mu in [0, 1] (default 1; blend 0.2)")
     p.add_argument("--poison-ratio", type=float, nargs=nargs, default=[0.1] if many else 0.1,
                    help="rho, fraction of the unlabeled normal training images poisoned (default 0.1)")
+    if not many:
+        p.add_argument("--weights", type=float, nargs=3, default=None, metavar=("CONC", "ALIGN", "SEP"),
+                       help="weights of the concentration, alignment and separation terms, each >= 0 (default 1 1 1; "
+                            "methods that train with an objective)")
 
 
 @contextmanager
@@ -105,7 +109,8 @@ def _spec(args, method: str, defenses=()):
                    trigger=getattr(args, "trigger", "corners"), strength=getattr(args, "strength", None),
                    poison_ratio=getattr(args, "poison_ratio", 0.0), labeled_ratio=args.labeled_ratio,
                    known_anomaly_class=args.known_anomaly_class, pollution_ratio=args.pollution_ratio,
-                   settings=_settings(args, args.dataset), defenses=tuple(defenses))
+                   settings=_settings(args, args.dataset), defenses=tuple(defenses),
+                   weights=getattr(args, "weights", None))
 
 
 @contextmanager

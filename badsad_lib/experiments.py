@@ -98,6 +98,13 @@ def train_clean_model(spec: RunSpec, split: OneClassSplit, device=None, progress
     return model.fit(split.x_train, split.semi_targets, X_val=split.x_val, callback=callback)
 
 
+def weights_of(spec: RunSpec):
+    """The ``attack.AttackWeights`` of ``spec`` (its ``weights``, or the defaults)."""
+    from .attack import AttackWeights
+
+    return AttackWeights() if spec.weights is None else AttackWeights(*spec.weights)
+
+
 def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
     """Triggered images the network sees per epoch, as a share of the dataset's training images:
     every triggered image of the training set (poisoned normals, and data_only's synthetic views)
@@ -113,7 +120,7 @@ def attack_training_set(spec: RunSpec, split: OneClassSplit, device=None, weight
     """What the attacker trains ``spec``'s model on: (x (N', C, H, W), semi_targets (N',), objective or None,
     trigger, indices of the triggered training images). ``terms`` / ``combine``: the learner's term functions
     and mini-batch objective (``attack.BadSADObjective``)."""
-    from .attack import AttackTerms, AttackWeights, BadSADObjective, poisoned_training_set
+    from .attack import AttackTerms, BadSADObjective, poisoned_training_set
 
     device = get_device(device) if not isinstance(device, torch.device) else device
     trigger = trigger_for(split.x_train, spec.trigger)
@@ -124,7 +131,7 @@ def attack_training_set(spec: RunSpec, split: OneClassSplit, device=None, weight
     if method_info(spec.method).needs_objective:
         clean_normals = (split.train_labels == split.normal_class) & (split.semi_targets == 0) & ~mask[:len(split.x_train)]
         objective = BadSADObjective(spec.method, trigger, spec.strength, mask.to(device),
-                                    split.x_train[clean_normals].to(device), weights or AttackWeights(),
+                                    split.x_train[clean_normals].to(device), weights or weights_of(spec),
                                     eta=spec.settings.eta, seed=spec.seed, terms=terms or AttackTerms(),
                                     combine=combine)
     return x, semi, objective, trigger, poisoned
@@ -174,7 +181,7 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
 
     ``clean_model`` / ``backdoored_model``: models trained before for exactly this spec (the grid's cache).
     """
-    from .attack import AttackWeights, poisoned_training_set
+    from .attack import poisoned_training_set
 
     start = time.perf_counter()
     device = get_device(device)
@@ -193,7 +200,7 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
                           counts=split.counts(), final_loss=clean_model.history_[-1] if clean_model.history_ else None,
                           seconds=time.perf_counter() - start)
         return RunResult(spec, split, clean_model, None, trigger, np.array([], dtype=np.int64), cell)
-    weights = weights or AttackWeights()
+    weights = weights or weights_of(spec)
     if backdoored_model is None:
         backdoored, trigger, poisoned = train_attacked(spec, split, device, progress, weights)
     else:

@@ -46,12 +46,39 @@ def _attack_lines(rows, label_of, order) -> list[str]:
                          f"{_pm(m['clean_model_asr_95'], s['clean_model_asr_95'])} | "
                          f"{_pm(m['auc_backdoored'], s['auc_backdoored'])} | **{_pm(m['asr_95'], s['asr_95'])}** | "
                          f"{_pm(m['conditional_asr_95'], s['conditional_asr_95'])} | "
-                         f"{_pm(m['miss_rate_95'], s['miss_rate_95'])} | {_f(m['trigger_exposure'], 2)} |")
+                         f"{_pm(m['miss_rate_95'], s['miss_rate_95'])} | {_f(m['trigger_exposure'], 2)} | "
+                         f"{_f(_worst_cost(r for r in rows if (r['method'], r['poison_ratio']) == key), 1)} |")
     return lines
 
 
+def _worst_cost(rows) -> float | None:
+    """The largest clean-AUC cost of one model over ``rows``, in AUC points (clean model's minus backdoored)."""
+    costs = [100 * (float(r["auc_clean_model"]) - float(r["auc_backdoored"])) for r in rows]
+    return max(costs) if costs else None
+
+
 ATTACK_HEADER = ["| method (attacker tier) | cells | clean-model AUC | clean-model ASR@95 | backdoored AUC | ASR@95 | "
-                 "conditional ASR@95 | miss rate@95 | trigger exposure |", "|---|---|---|---|---|---|---|---|---|"]
+                 "conditional ASR@95 | miss rate@95 | trigger exposure | worst cell's AUC cost (points) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def readme_weight_sweep() -> str:
+    """Per weight setting: each class's clean-AUC cost and ASR@95, the worst of each, and whether the victim's
+    per-model check (cost under 2 points) and ASR@95 >= .90 both hold on every class."""
+    rows = results_table("mnist_weight_sweep")
+    classes = sorted({int(r["normal_class"]) for r in rows})
+    lines = ["| weights (conc. / align. / sep.) | " + " | ".join(f"class {k}: AUC cost, ASR@95" for k in classes)
+             + " | worst AUC cost | lowest ASR@95 | cost < 2 and ASR >= .90 on every class |",
+             "|---|" + "---|" * (len(classes) + 3)]
+    for weights in dict.fromkeys(r["weights"] for r in rows):
+        group = {int(r["normal_class"]): r for r in rows if r["weights"] == weights}
+        costs = {k: 100 * (float(r["auc_clean_model"]) - float(r["auc_backdoored"])) for k, r in group.items()}
+        asrs = {k: float(r["asr_95"]) for k, r in group.items()}
+        cells = [f"{costs[k]:+.1f}, {asrs[k]:.3f}" if k in group else "n/a" for k in classes]
+        ok = len(group) == len(classes) and max(costs.values()) < 2 and min(asrs.values()) >= 0.90
+        lines.append(f"| {weights.replace('/', ' / ')} | " + " | ".join(cells) + f" | {max(costs.values()):+.1f} | "
+                     f"{min(asrs.values()):.3f} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines)
 
 
 def readme_ablation(name: str) -> str:
@@ -177,6 +204,7 @@ README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: read
                  "fmnist_ablation": lambda: readme_ablation("fmnist_ablation"),
                  "cifar10_ablation": lambda: readme_ablation("cifar10_ablation"),
                  "mnist_paper_attack": lambda: readme_ablation("mnist_paper_attack"),
+                 "mnist_weight_sweep": readme_weight_sweep,
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
                  "mnist_defenses": readme_defenses,
                  "mnist_defense_controls": lambda: readme_defenses("mnist_defense_controls"), "speed": readme_speed,

@@ -18,7 +18,7 @@ from .registry import CLEAN
 
 STRENGTH_COLUMNS = ("asr_mu0", "asr_mu0.25", "asr_mu0.5", "asr_mu0.75", "asr_mu1")
 ATTACK_COLUMNS = ("dataset", "normal_class", "seed", "detector", "method", "tier", "trigger", "strength",
-                  "poison_ratio", "labeled_ratio", "settings", "auc_clean_model", "auc_backdoored", "asr_90", "asr_95",
+                  "poison_ratio", "labeled_ratio", "settings", "weights", "auc_clean_model", "auc_backdoored", "asr_90", "asr_95",
                   "asr_99", "conditional_asr_95", "miss_rate_95", "clean_model_asr_95", "trigger_exposure",
                   *STRENGTH_COLUMNS, "best_strength", "best_strength_asr_95", "triggered_normal_pass_95",
                   "clean_model_triggered_normal_pass_95", "seconds", "key")
@@ -116,7 +116,7 @@ class CellResult:
         return {"dataset": self.dataset, "normal_class": self.normal_class, "seed": self.seed,
                 "detector": self.detector, "method": self.method, "tier": self.tier, "trigger": self.trigger,
                 "strength": self.strength, "poison_ratio": self.poison_ratio, "labeled_ratio": self.labeled_ratio,
-                "settings": self.settings_name, "auc_clean_model": self.auc_clean_model,
+                "settings": self.settings_name, "weights": self.weights_text(), "auc_clean_model": self.auc_clean_model,
                 "auc_backdoored": self.auc_backdoored, **{f"asr_{q}": self.asr[q] for q in ("90", "95", "99")},
                 "conditional_asr_95": self.conditional_asr["95"], "miss_rate_95": self.miss_rate["95"],
                 "clean_model_asr_95": self.clean_model["asr"]["95"], "trigger_exposure": self.trigger_exposure,
@@ -125,6 +125,14 @@ class CellResult:
                 "triggered_normal_pass_95": self.triggered_normal_pass["95"],
                 "clean_model_triggered_normal_pass_95": self.clean_model["triggered_normal_pass"]["95"],
                 "seconds": self.seconds, "key": self.key}
+
+    def weights_text(self) -> str:
+        """The terms' weights as "concentration/alignment/separation" ("1/1/1"); empty for a method without them."""
+        from .registry import method_info
+
+        if not self.attacked or not method_info(self.method).needs_objective or not self.weights:
+            return ""
+        return "/".join(f"{self.weights[k]:g}" for k in ("concentration", "alignment", "separation"))
 
     def defense_rows(self) -> list[dict]:
         """One row per defense run on this cell's backdoored model."""

@@ -23,6 +23,8 @@ class RunSpec:
 
     ``method``: "clean" or one of ``registry.METHODS``. ``strength`` None means the trigger's usual
     strength; ``known_anomaly_class`` None means the class after the normal one (when labeled_ratio > 0).
+    ``weights``: the latent-space terms' weights (concentration, alignment, separation), for the methods that
+    train with an objective; None (or all 1) is the library's default, and only other weights enter the key.
     """
     dataset: str
     normal_class: int
@@ -37,6 +39,7 @@ class RunSpec:
     pollution_ratio: float = 0.0
     settings: TrainingSettings | None = None
     defenses: tuple[str, ...] = field(default=())
+    weights: tuple[float, float, float] | None = None  # (lambda_conc, lambda_align, lambda_sep); None: all 1
 
     def __post_init__(self):
         from .triggers import DEFAULT_STRENGTH, check_strength
@@ -84,6 +87,7 @@ class RunSpec:
         if defenses and self.method == CLEAN:
             raise ValueError("defenses need an attacked model: choose an attack method, not 'clean'")
         put(self, "defenses", defenses)
+        put(self, "weights", _check_weights(self.weights, self.method))
 
     # ------------------------------------------------------------------ derived specs
     @property
@@ -92,7 +96,7 @@ class RunSpec:
 
     def clean(self) -> "RunSpec":
         """The clean run this one compares against: same split, detector and settings, nothing attacked."""
-        return replace(self, method=CLEAN, defenses=())
+        return replace(self, method=CLEAN, defenses=(), weights=None)
 
     def replace(self, **changes) -> "RunSpec":
         return replace(self, **changes)
@@ -104,7 +108,8 @@ class RunSpec:
                 "method": self.method, "detector": self.detector, "trigger": self.trigger,
                 "strength": self.strength, "poison_ratio": self.poison_ratio, "labeled_ratio": self.labeled_ratio,
                 "known_anomaly_class": self.known_anomaly_class, "pollution_ratio": self.pollution_ratio,
-                "settings": self.settings.to_dict(), "defenses": list(self.defenses)}
+                "settings": self.settings.to_dict(), "defenses": list(self.defenses),
+                **({"weights": list(self.weights)} if self.weights is not None else {})}
 
     @property
     def digest(self) -> str:
@@ -127,11 +132,33 @@ class RunSpec:
         d = dict(d)
         d["settings"] = TrainingSettings.from_dict(d["settings"])
         d["defenses"] = tuple(d.get("defenses", ()))
+        if d.get("weights") is not None:
+            d["weights"] = tuple(d["weights"])
         return cls(**d)
 
     def describe(self) -> str:
         """One line for logs and figure titles."""
         what = "clean" if self.method == CLEAN else f"{self.method}, {self.trigger} mu={self.strength:g}, " \
-                                                    f"rho={self.poison_ratio:g}"
+                                                    f"rho={self.poison_ratio:g}" + \
+            ("" if self.weights is None else ", weights " + "/".join(f"{w:g}" for w in self.weights))
         return (f"{self.detector} on {self.dataset} class {self.normal_class} (seed {self.seed}, "
                 f"{self.settings.name} settings, labeled {self.labeled_ratio:g}): {what}")
+
+
+WEIGHT_NAMES = ("concentration", "alignment", "separation")
+
+
+def _check_weights(weights, method: str):
+    """None, or 3 finite numbers >= 0 (concentration, alignment, separation) as floats; None where they are all 1
+    or the method trains without an objective (one spelling per run)."""
+    if weights is None or method == CLEAN or not method_info(method).needs_objective:
+        return None
+    import math
+
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be 3 numbers ({', '.join(WEIGHT_NAMES)}), got {weights!r}") from None
+    if len(values) != 3 or isinstance(weights, (str, bytes)) or not all(math.isfinite(w) and w >= 0 for w in values):
+        raise ValueError(f"weights must be 3 finite numbers >= 0 ({', '.join(WEIGHT_NAMES)}), got {weights!r}")
+    return None if values == (1.0, 1.0, 1.0) else values

@@ -263,3 +263,9 @@ def test_reevaluating_a_table_without_its_models_names_what_is_missing(tmp_path,
     _fails_fast(["tables", "mnist_ablation", "--reevaluate", "--work", str(tmp_path / "work")], capsys,
                 "40 of 40 cells cannot be re-evaluated", "mnist_class0_seed0_clean_", "is missing")
     assert not list((tmp_path / "work").rglob("*.json"))
+
+
+def test_attack_refuses_negative_weights_before_training(tmp_path, capsys):
+    _fails_fast(["attack", "--dataset", "digits", "--normal-class", "0", "--weights", "1", "-1", "1",
+                 "--out", str(tmp_path / "out")], capsys, "weights must be 3 finite numbers >= 0", "-1.0")
+    assert not (tmp_path / "out").exists()

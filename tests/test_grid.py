@@ -398,3 +398,27 @@ def test_reevaluation_refuses_missing_and_misnamed_models_before_measuring_anyth
     with pytest.raises(ValueError, match="cannot be used"):
         grid.reevaluate_grid(specs[:1], tmp_path, progress=False)
     assert measured == []
+
+
+def test_the_objectives_weights_are_part_of_the_run_and_only_other_weights_change_its_key():
+    base = RunSpec("digits", 0)
+    assert RunSpec("digits", 0, weights=(1, 1.0, 1)).key == base.key and "weights" not in base.canonical()
+    halved = RunSpec("digits", 0, weights=(0.5, 1, 1))
+    assert halved.key != base.key and halved.canonical()["weights"] == [0.5, 1.0, 1.0]
+    assert RunSpec.from_canonical(halved.canonical()) == halved and halved.clean() == base.clean()
+    assert RunSpec("digits", 0, method="naive", weights=(2, 1, 1)).key == RunSpec("digits", 0, method="naive").key
+    for bad in ((1, -0.5, 1), (1, 1), (1, float("nan"), 1), "111"):
+        with pytest.raises(ValueError, match="weights must be 3"):
+            RunSpec("digits", 0, weights=bad)
+
+
+def test_a_run_trains_with_its_specs_weights(tmp_path):
+    fast = DIGITS.replace(epochs=3, ae_epochs=1)
+    specs = [RunSpec("digits", 2, settings=fast), RunSpec("digits", 2, settings=fast, weights=(1, 1, 0))]
+    plain, no_separation = run_grid(specs, tmp_path, progress=False)
+    assert plain["weights"] == {"concentration": 1.0, "alignment": 1.0, "separation": 1.0}
+    assert no_separation["weights"]["separation"] == 0.0
+    assert no_separation["auc_clean_model"] == plain["auc_clean_model"]  # one clean model for both
+    assert no_separation["auc_backdoored"] != plain["auc_backdoored"]
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert "weights" in rows[0].split(",") and any(",1/1/0," in r for r in rows) and any(",1/1/1," in r for r in rows)
