@@ -379,3 +379,50 @@ def plot_poison_curve(rows, title: str = "ASR against the share of poisoned norm
     ax.set_ylim(-0.02, 1.02)
     return _finish(fig, ax, "poison ratio rho (share of normal training images triggered)",
                    "share of test anomalies judged normal", title)
+
+
+# what each column of a results table is, as a dot plot's legend says it (and which course style draws it)
+DOT_METRICS = {"asr_95": ("ASR@95 (triggered anomalies passing)", "anomalous + trigger"),
+               "miss_rate_95": ("miss rate@95 (no trigger)", "anomalous"),
+               "auc_backdoored": ("clean AUC of the model", "normal"),
+               "asr_after": ("ASR@95 after the defense", "anomalous + trigger"),
+               "asr_before": ("ASR@95 before", "poisoned"),
+               "false_alarm_after": ("false alarms after", "normal"),
+               "tpr": ("flagged: poisoned or triggered (TPR)", "anomalous + trigger"),
+               "fpr": ("flagged: clean (FPR)", "normal")}
+
+
+def plot_groups(rows, group_of, metrics=("asr_95", "miss_rate_95"), order=None, title: str = "", xlabel: str = "",
+                ylabel: str = "group"):
+    """A dot plot of a results table: one row per group, every cell a small dot, the group's mean a large marker
+    with a bar of +-1 standard deviation, one marker and colour per metric (``DOT_METRICS``; offset so none hide).
+
+    ``rows``: dicts (a shipped table's CSV rows); ``group_of(row)`` -> the group's label, or None to leave the
+    row out; ``order``: the groups top to bottom (default: first seen)."""
+    groups: dict = {}
+    for r in rows:
+        g = group_of(r)
+        if g is not None:
+            groups.setdefault(g, []).append(r)
+    labels = [g for g in (order or groups) if g in groups]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.4))
+    offsets = np.linspace(-0.2, 0.2, len(metrics)) if len(metrics) > 1 else [0.0]
+    for (metric, dy) in zip(metrics, offsets):
+        name, group = DOT_METRICS.get(metric, (metric, metric))
+        st, named = style(group, list(metrics).index(metric)), False
+        for y, label in enumerate(labels):
+            values = np.array([float(r[metric]) for r in groups[label] if r.get(metric) not in ("", None)])
+            if not values.size:
+                continue
+            ax.plot(values, np.full(values.size, y + dy), linestyle="none", marker=st["marker"], markersize=3,
+                    color=st["color"], alpha=0.35)
+            ax.errorbar(values.mean(), y + dy, xerr=values.std(), marker=st["marker"], markersize=7, color=st["color"],
+                        capsize=3, linestyle="none", label=None if named else name)
+            named = True
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, ax, xlabel or "share (small dots: cells; large: their mean, bar: +-1 std)", ylabel, title,
+                   legend={"fontsize": 8, "loc": "lower center", "bbox_to_anchor": (0.5, 1.08), "ncol": 2,
+                           "frameon": False})

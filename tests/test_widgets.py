@@ -155,6 +155,7 @@ def _all_figures(digits_split):
     yield plots.tradeoff_view(rows, 1.0, 0.1)[0]
     yield plots.pruning_view([{"ratio": 0.0, "asr_after": 1.0, "auc_after": 0.9}], 0.0)[0]
     yield plots.plot_poison_curve(rows)
+    yield plots.plot_groups(rows, lambda r: f"rho {r['poison_ratio']}", title="groups")
 
 
 def test_every_figure_has_a_title_and_axis_labels(digits_split):
@@ -181,3 +182,17 @@ def test_each_course_group_has_its_own_style():
     labels = ["normal (test)", "anomalous (test)", "anomalous + trigger", "known anomalies (train)", "poisoned (train)"]
     colours = [plots.style(label)["color"] for label in labels]
     assert len(set(colours)) == len(labels)
+
+
+def test_a_dot_plot_draws_every_cell_and_each_groups_mean():
+    rows = [{"method": m, "asr_95": a, "miss_rate_95": 0.1} for m, a in
+            (("naive", 0.1), ("naive", 0.3), ("badsad", 0.9), ("badsad", 1.0), ("skip", 0.5))]
+    fig = plots.plot_groups(rows, lambda r: None if r["method"] == "skip" else r["method"], order=["badsad", "naive"],
+                            title="t", ylabel="method")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["badsad", "naive"]
+    means = sorted(round(float(line.get_xdata()[0]), 6) for line in ax.lines if line.get_markersize() == 7)
+    assert means == [0.1, 0.1, 0.2, 0.95]  # two miss-rate means, naive's and badsad's ASR means; "skip" left out
+    cells = sum(len(line.get_xdata()) for line in ax.lines if line.get_markersize() == 3)
+    assert cells == 8 and [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "ASR@95 (triggered anomalies passing)", "miss rate@95 (no trigger)"]
