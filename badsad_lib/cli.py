@@ -340,6 +340,15 @@ def cmd_grade(args) -> int:
     return 0
 
 
+def cmd_site(args) -> int:
+    from .site import build_site
+
+    _note(args, "running every solution top to bottom in quick mode, then writing its page ...")
+    index = build_site(args.out, args.notebooks or None, timeout=args.timeout, progress=lambda line: _note(args, line))
+    print(f"wrote {index} and one page per lesson; open it in a browser, or serve the folder")
+    return 0
+
+
 def cmd_prepare(args) -> int:
     """Train and cache every model the lessons use, so a class starts with a warm cache."""
     from . import course
@@ -430,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=1200, help="seconds any one cell may take (default 1200)")
     p.add_argument("--json", action="store_true", help="one JSON line per notebook instead of the text report")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("site", help="the course as a static site: run every solution in quick mode, export each "
+                                    "to HTML with its figures, write an index")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="notebooks to build (default: solutions/*.ipynb)")
+    p.add_argument("--out", default="site", help="folder for index.html and the pages (default site)")
+    p.add_argument("--timeout", type=int, default=1200, help="seconds any one cell may take (default 1200)")
+    p.set_defaults(func=cmd_site)
 
     p = sub.add_parser("prepare", help="train and cache the lessons' models (before a workshop)")
     p.add_argument("--datasets", nargs="+", default=["mnist"], help="mnist (with BADSAD_DATA) and/or digits")

@@ -13,16 +13,38 @@ import tempfile
 from pathlib import Path
 
 
-def grade_notebook(path, timeout: int = 1200) -> dict:
-    """Run the notebook at ``path`` (quick mode; each cell at most ``timeout`` seconds) and return
-    ``checks.progress``'s summary (lesson, done, exercises, verdicts) plus ``errors``: [(cell number, error
-    name), ...] for the cells that raised. ValueError if the notebook is not a lesson with a progress cell."""
+def _nbclient():
     try:
         import nbformat
         from nbclient import NotebookClient
     except ImportError as err:
-        raise ValueError(f"grading runs the notebook with nbclient and nbformat ({err.name} is missing): "
+        raise ValueError(f"running a lesson needs nbclient and nbformat ({err.name} is missing): "
                          f"pip install nbclient nbformat, or the course's dev extra") from err
+    return nbformat, NotebookClient
+
+
+def execute_quick(nb, folder, timeout: int, allow_errors: bool, **env) -> None:
+    """Run notebook ``nb`` (an nbformat node, changed in place) top to bottom in a fresh python3 kernel started in
+    ``folder``, in quick mode (BADSAD_QUICK=1) with ``env`` set for the kernel; each cell at most ``timeout`` s.
+    Without ``allow_errors`` a cell that raises stops the run (nbclient's CellExecutionError)."""
+    _, NotebookClient = _nbclient()
+    saved = {k: os.environ.get(k) for k in ("BADSAD_QUICK", *env)}
+    os.environ.update(BADSAD_QUICK="1", **env)  # the kernel inherits them
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                       resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
+def grade_notebook(path, timeout: int = 1200) -> dict:
+    """Run the notebook at ``path`` (quick mode; each cell at most ``timeout`` seconds) and return
+    ``checks.progress``'s summary (lesson, done, exercises, verdicts) plus ``errors``: [(cell number, error
+    name), ...] for the cells that raised. ValueError if the notebook is not a lesson with a progress cell."""
+    nbformat, _ = _nbclient()
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path} is not a notebook file (a lesson such as lessons/01_deepsad_basics.ipynb)")
@@ -34,16 +56,7 @@ def grade_notebook(path, timeout: int = 1200) -> dict:
         raise ValueError(f"{path} has no progress cell (checks.progress): only the course's lessons can be graded")
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "progress.json"
-        saved = {k: os.environ.get(k) for k in ("BADSAD_PROGRESS", "BADSAD_QUICK")}
-        os.environ.update(BADSAD_PROGRESS=str(report), BADSAD_QUICK="1")  # the kernel inherits them
-        try:
-            NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                           resources={"metadata": {"path": str(path.resolve().parent)}}).execute()
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None)
-                if v is not None:
-                    os.environ[k] = v
+        execute_quick(nb, path.resolve().parent, timeout, allow_errors=True, BADSAD_PROGRESS=str(report))
         errors = [(i, o.get("ename", "error")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
                   for o in c.get("outputs", []) if o.get("output_type") == "error"]
         if not report.exists():
