@@ -26,7 +26,7 @@ from .cache import identity, load_trained_for, save_trained_for
 from .provenance import source_hash
 from .deepsad import DeepSAD, center_from, deepsad_loss
 from .device import device_report, get_device
-from .experiments import backdoor_metrics, make_detector, split_of, train_attacked
+from .experiments import backdoor_metrics, detection_metrics, make_detector, split_of, train_attacked
 from .io import clean_stale_temps
 from .registry import settings_for
 from .settings import TrainingSettings, resolve_quick
@@ -152,7 +152,7 @@ def function_digest(fn) -> str:
 def _cached(spec: RunSpec, train, learner: dict | None = None, what: str = "model") -> DeepSAD:
     """The model of ``spec`` from the cache, or ``train()``-ed, announced, and cached."""
     learner = {k: v for k, v in (learner or {}).items() if v is not None}
-    extra = "".join(f"_{name}-{function_digest(fn)}" for name, fn in sorted(learner.items()))
+    extra = "".join(f"_{name}-{fn if isinstance(fn, str) else function_digest(fn)}" for name, fn in sorted(learner.items()))
     folder = cache_dir()
     path = folder / f"{spec.model_key}_{source_hash()[:10]}{extra}.pt"
     wanted = identity(run=spec.canonical(), code=source_hash(), learner=extra)
@@ -205,35 +205,41 @@ def clean_detector(lesson: Lesson, callback=None, loss=None, center=None) -> Dee
 
 
 def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float | None = None,
-                        poison_ratio: float = 0.1, trigger_name: str = "corners", terms=None, combine=None):
+                        poison_ratio: float = 0.1, trigger_name: str = "corners", terms=None, combine=None,
+                        weights=None, trigger=None):
     """A DeepSAD trained by the attacker on the lesson's split (cached).
 
     ``terms``: an ``attack.AttackTerms`` holding the learner's term functions, which then train it;
-    ``combine``: the learner's mini-batch objective (``attack.BadSADObjective``'s ``combine``), or None.
+    ``combine``: the learner's mini-batch objective (``attack.BadSADObjective``'s ``combine``), or None;
+    ``weights``: the terms' weights (concentration, alignment, separation); ``trigger``: a ``triggers.Trigger``
+    of the learner's design (``custom_trigger``) in place of ``trigger_name``'s.
     Returns (model, trigger, strength, indices of the triggered training images).
     """
     from .attack import AttackTerms
 
-    spec = lesson.spec(method, trigger=trigger_name, strength=strength, poison_ratio=poison_ratio)
+    spec = lesson.spec(method, trigger=trigger_name, strength=strength, poison_ratio=poison_ratio, weights=weights)
     library = AttackTerms()
     custom = {} if terms is None else {name: getattr(terms, name) for name in ("concentration", "separation", "mmd")
                                        if getattr(terms, name) is not getattr(library, name)}
     if combine is not None:
         custom["combine"] = combine
+    if trigger is not None:
+        custom["trigger"] = hashlib.sha1(trigger.mask.numpy().tobytes() + trigger.pattern.numpy().tobytes()).hexdigest()[:10]
     result = {}
 
     def train():
         model, result["trigger"], result["poisoned"] = train_attacked(spec, lesson.split, lesson.device, progress=_progress_bars(),
-                                                                      terms=terms, combine=combine)
+                                                                      terms=terms, combine=combine, trigger=trigger)
         return model
-    who = f"backdoored DeepSAD ({method}" + (", your objective)" if combine is not None else
-                                             ", your terms)" if custom else ")")
+    yours = ["your objective" if combine is not None else "your terms" if set(custom) - {"trigger"} else "",
+             "your trigger" if trigger is not None else ""]
+    who = f"backdoored DeepSAD ({', '.join([method] + [y for y in yours if y])})"
     model = _cached(spec, train, custom, who)
     if "trigger" not in result:
         from .attack import poisoned_training_set
         from .triggers import trigger_for
 
-        result["trigger"] = trigger_for(lesson.split.x_train, trigger_name)
+        result["trigger"] = trigger_for(lesson.split.x_train, trigger_name) if trigger is None else trigger
         result["poisoned"] = poisoned_training_set(spec, lesson.split, result["trigger"])[2]
     return model, result["trigger"], spec.strength, result["poisoned"]
 
@@ -340,3 +346,59 @@ def defense_findings(rows: list[dict]) -> str:
     if r and r["tpr"] is not None:
         out.append(f"- Spectral signatures (ratio estimated), BadSAD/corners: TPR {r['tpr']:.3f} against FPR {r['fpr']:.3f}.")
     return "\n".join(out)
+
+
+REPAIRS = ("fine_tuning", "bn_recalibration", "fine_pruning", "preprocess", "reverse_trigger", "reverse_trigger_distinct",
+           "strip")
+
+
+def strongest_defense(table: str = "mnist_defenses", method: str = "badsad") -> tuple[str, float]:
+    """(name, mean DER) of the defense with the highest mean DER against ``method`` in a shipped defense grid,
+    both triggers together: the one the capstone's attack must get past."""
+    rows = [r for r in results_table(table) if r["method"] == method and r["defense"] in REPAIRS]
+    m = mean_by(rows, by="defense", columns=("der",))
+    name = max(m, key=lambda k: m[k]["der"])
+    return name, m[name]["der"]
+
+
+def capstone(lesson: Lesson, defense: str, trigger="corners", strength: float | None = None, poison_ratio: float = 0.1,
+             weights=None, method: str = "badsad") -> dict:
+    """Lesson 04's capstone: train the attack you designed on the lesson's split (cached like every lesson model) and
+    measure it against ``defense`` with the code of the lesson's table.
+
+    ``trigger``: a trigger's name or a ``triggers.custom_trigger(mask, pattern)``; ``strength``, ``poison_ratio``,
+    ``weights`` (concentration, alignment, separation) and ``method``: the training change. The grade: the clean
+    models' and yours' AUC, the ASR@95 before and after the defense, its DER and false alarms after, and two
+    verdicts: ``stealthy`` (your model's clean AUC at most 2 points below the clean model's, the victim's own check)
+    and ``past_the_defense`` (stealthy, and ASR@95 still >= .5 after the defense)."""
+    from . import defenses
+    from .triggers import Trigger
+
+    custom = trigger if isinstance(trigger, Trigger) else None
+    model, trig, mu, _ = backdoored_detector(lesson, method, strength=strength, poison_ratio=poison_ratio,
+                                             trigger_name="corners" if custom else trigger, weights=weights,
+                                             trigger=custom)
+    spec = lesson.spec(method, trigger="corners" if custom else trigger, strength=mu, poison_ratio=poison_ratio,
+                       weights=weights)
+    clean_auc = detection_metrics(clean_detector(lesson), lesson.split)["auc"]
+    r = defenses.run_defense(defense, defenses.scenario_for(spec, lesson.split, model, trigger=trig)).to_dict()
+    stealthy = r["auc_before"] >= clean_auc - 0.02
+    what = f"{method}, {'your trigger' if custom else trig.name} at mu {mu:g}, rho {poison_ratio:g}" + (
+        "" if spec.weights is None else ", weights " + "/".join(f"{w:g}" for w in spec.weights))
+    return {"design": what, "defense": defense, "auc_clean_model": clean_auc, "auc_backdoored": r["auc_before"],
+            "asr_before": r["asr_before"], "asr_after": r["asr_after"], "der": r["der"],
+            "false_alarm_after": r["false_alarm_after"], "stealthy": stealthy,
+            "past_the_defense": bool(stealthy and r["asr_after"] is not None and r["asr_after"] >= 0.5)}
+
+
+def format_capstone(grade: dict) -> str:
+    """The capstone's grade as a few lines."""
+    g = grade
+    return "\n".join([
+        f"design: {g['design']}; defense: {g['defense']}",
+        f"clean AUC {g['auc_backdoored']:.3f} (the clean model's {g['auc_clean_model']:.3f}): "
+        f"{'passes' if g['stealthy'] else 'fails'} the victim's check (at most 2 points below)",
+        f"ASR@95 {g['asr_before']:.1%} -> {g['asr_after']:.1%} after {g['defense']}; DER {g['der']:.2f} "
+        f"(lower: the defense did less); false alarms after {g['false_alarm_after']:.1%}",
+        "past the defense: " + ("yes (stealthy, and half or more of the triggered anomalies still pass)"
+                                if g["past_the_defense"] else "not yet")])

@@ -95,12 +95,13 @@ class DefenseResult:
         return asdict(self)
 
 
-def scenario_for(spec, split, model: DeepSAD) -> Scenario:
-    """The scenario of ``model`` backdoored by run ``spec`` on ``split`` (the training set is rebuilt from the spec)."""
+def scenario_for(spec, split, model: DeepSAD, trigger=None) -> Scenario:
+    """The scenario of ``model`` backdoored by run ``spec`` on ``split`` (the training set is rebuilt from the spec;
+    ``trigger``: the attack's own, when it was not ``spec.trigger``)."""
     from .attack import poisoned_training_set
     from .triggers import trigger_for
 
-    trigger = trigger_for(split.x_train, spec.trigger)
+    trigger = trigger_for(split.x_train, spec.trigger) if trigger is None else trigger
     x_train, semi, poisoned = poisoned_training_set(spec, split, trigger)
     return Scenario(model, x_train, semi, split.x_val, split.x_test, split.y_test, trigger, float(spec.strength),
                     poisoned)

@@ -116,14 +116,20 @@ def trigger_exposure(spec: RunSpec, n_train: int, n_triggered: int) -> float:
     return (n_triggered + fresh_views) / n_train
 
 
-def attack_training_set(spec: RunSpec, split: OneClassSplit, device=None, weights=None, terms=None, combine=None):
+def attack_training_set(spec: RunSpec, split: OneClassSplit, device=None, weights=None, terms=None, combine=None,
+                        trigger: Trigger | None = None):
     """What the attacker trains ``spec``'s model on: (x (N', C, H, W), semi_targets (N',), objective or None,
     trigger, indices of the triggered training images). ``terms`` / ``combine``: the learner's term functions
-    and mini-batch objective (``attack.BadSADObjective``)."""
+    and mini-batch objective (``attack.BadSADObjective``); ``trigger``: one of your own design
+    (``triggers.custom_trigger``) in place of ``spec.trigger``."""
     from .attack import AttackTerms, BadSADObjective, poisoned_training_set
 
     device = get_device(device) if not isinstance(device, torch.device) else device
-    trigger = trigger_for(split.x_train, spec.trigger)
+    if trigger is None:
+        trigger = trigger_for(split.x_train, spec.trigger)
+    elif trigger.shape != tuple(split.x_train.shape[1:]):
+        raise ValueError(f"the trigger is for {trigger.shape} images, the training images are "
+                         f"{tuple(split.x_train.shape[1:])}")
     x, semi, poisoned = poisoned_training_set(spec, split, trigger)
     mask = torch.zeros(len(x), dtype=torch.bool)
     mask[torch.from_numpy(poisoned)] = True
@@ -138,11 +144,11 @@ def attack_training_set(spec: RunSpec, split: OneClassSplit, device=None, weight
 
 
 def train_attacked(spec: RunSpec, split: OneClassSplit, device=None, progress: bool = False, weights=None,
-                   terms=None, combine=None):
+                   terms=None, combine=None, trigger: Trigger | None = None):
     """Train the attacker's DeepSAD for ``spec``; returns (model, trigger, indices of triggered training images).
     ``terms`` / ``combine``: the learner's term functions and mini-batch objective (``attack.BadSADObjective``)."""
     device = get_device(device) if not isinstance(device, torch.device) else device
-    x, semi, objective, trigger, poisoned = attack_training_set(spec, split, device, weights, terms, combine)
+    x, semi, objective, trigger, poisoned = attack_training_set(spec, split, device, weights, terms, combine, trigger)
     model = make_detector(spec, device, progress)
     model.fit(x, semi, X_val=split.x_val, objective=objective)
     return model, trigger, poisoned

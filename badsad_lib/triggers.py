@@ -19,7 +19,7 @@ import torch
 from .registry import TRIGGERS
 from .validation import check_int, check_number
 
-DEFAULT_STRENGTH = {"corners": 1.0, "patch": 1.0, "blend": 0.2, "noise": 1.0}
+DEFAULT_STRENGTH = {"corners": 1.0, "patch": 1.0, "blend": 0.2, "noise": 1.0, "custom": 1.0}  # custom: yours
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,29 @@ def make_trigger(name: str = "corners", channels: int = 1, size: int = 28, squar
         mask[:] = 1.0
         pattern = torch.randint(0, 2, (channels, size, size), generator=gen).float() * 2 - 1
     return Trigger(name, mask, pattern, float(amplitude) if name == "noise" else 1.0)
+
+
+def custom_trigger(mask, pattern) -> Trigger:
+    """A trigger of your own design, stamped as the corners and the patch are: x' = x (1 - m) + mu m p.
+
+    ``mask`` (H, W) or (1, H, W) and ``pattern`` (H, W) or (C, H, W): numbers in [0, 1] (tensors or arrays); the
+    mask says where the trigger replaces the image (1) and where it leaves it alone (0)."""
+    def as_image(a, what):
+        t = torch.as_tensor(a, dtype=torch.float32)
+        t = t.unsqueeze(0) if t.ndim == 2 else t
+        if t.ndim != 3 or t.shape[-1] != t.shape[-2] or t.shape[-1] < 4:
+            raise ValueError(f"the trigger's {what} has shape {tuple(torch.as_tensor(a).shape)}; expected (H, W) or "
+                             f"(C, H, W) with H = W >= 4")
+        if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+            raise ValueError(f"the trigger's {what} must hold numbers in [0, 1]")
+        return t
+    m, p = as_image(mask, "mask"), as_image(pattern, "pattern")
+    if m.shape[0] != 1 or m.shape[-1] != p.shape[-1] or p.shape[0] not in (1, 3):
+        raise ValueError(f"mask {tuple(m.shape)} and pattern {tuple(p.shape)} do not fit: the mask has one channel, "
+                         f"the pattern 1 or 3, and both the images' height and width")
+    if not m.any():
+        raise ValueError("the trigger's mask is 0 everywhere: it would change no pixel")
+    return Trigger("custom", m, p)
 
 
 def trigger_for(images: torch.Tensor, name: str = "corners", **kwargs) -> Trigger:

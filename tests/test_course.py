@@ -157,3 +157,52 @@ def test_a_pipe_or_folder_under_the_cache_name_is_skipped_not_opened(lesson, cap
     assert isinstance(model, DeepSAD) and "not a regular file" in err
     if plant == "folder":
         assert "could not keep the model in the cache" in err
+
+
+def test_the_capstone_grades_a_design_with_the_defense_code(lesson):
+    """A custom trigger and a training change train their own model; the grade comes from the defense itself."""
+    from badsad_lib import defenses, triggers
+
+    name, der = course.strongest_defense()
+    assert name in course.REPAIRS and 0 < der <= 1
+    mask = torch.zeros(8, 8)
+    mask[3:5, 3:5] = 1
+    mine = triggers.custom_trigger(mask, torch.ones(8, 8))
+    grade = course.capstone(lesson, defense="bn_recalibration", trigger=mine, weights=(2, 1, 1))
+    model, trigger = course.backdoored_detector(lesson, "badsad", trigger_name="corners", weights=(2, 1, 1),
+                                                trigger=mine)[:2]
+    assert torch.equal(trigger.mask, mine.mask)  # the cached model of this design, not the corners one
+    again = defenses.run_defense("bn_recalibration", defenses.scenario_for(
+        lesson.spec("badsad", weights=(2, 1, 1)), lesson.split, model, trigger=mine)).to_dict()
+    assert grade["asr_before"] == again["asr_before"] and grade["asr_after"] == again["asr_after"]
+    assert grade["asr_before"] > 0.5 and grade["design"].endswith("your trigger at mu 1, rho 0.1, weights 2/1/1")
+    assert grade["stealthy"] == (grade["auc_backdoored"] >= grade["auc_clean_model"] - 0.02)
+    text = course.format_capstone(grade)
+    assert "bn_recalibration" in text and "past the defense:" in text
+    plain = course.capstone(lesson, defense="bn_recalibration")
+    assert plain["design"] == "badsad, corners at mu 1, rho 0.1" and plain["asr_before"] != grade["asr_before"]
+
+
+@pytest.mark.parametrize("mask, pattern, message", [
+    (torch.zeros(8, 8), torch.ones(8, 8), "0 everywhere"),
+    (torch.ones(8, 8) * 2, torch.ones(8, 8), "in \\[0, 1\\]"),
+    (torch.ones(8, 7), torch.ones(8, 7), "expected \\(H, W\\)"),
+    (torch.ones(8, 8), torch.ones(2, 8, 8), "do not fit"),
+    (torch.ones(8, 8), torch.ones(16, 16), "do not fit"),
+])
+def test_a_custom_trigger_that_cannot_be_stamped_is_refused(mask, pattern, message):
+    from badsad_lib import triggers
+
+    with pytest.raises(ValueError, match=message):
+        triggers.custom_trigger(mask, pattern)
+
+
+def test_a_custom_trigger_changes_only_the_pixels_under_its_mask():
+    from badsad_lib import triggers
+
+    mask = torch.zeros(8, 8)
+    mask[0, :] = 1
+    t = triggers.custom_trigger(mask, torch.full((8, 8), 0.5))
+    x = torch.rand(4, 1, 8, 8)
+    y = triggers.apply_trigger(x, t)
+    assert torch.equal(y[:, :, 1:], x[:, :, 1:]) and torch.allclose(y[:, :, 0], torch.full((4, 1, 8), 0.5))
