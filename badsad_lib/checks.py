@@ -57,6 +57,14 @@ def _grade(exercise: str, fn, verify, fallback):
     return fn
 
 
+def verdict(exercise: str) -> str:
+    """The latest verdict of ``exercise`` (one of ``EXERCISES``' names) in this kernel: one of ``VERDICTS``."""
+    if not any(exercise in names for names in EXERCISES.values()):
+        raise ValueError(f"unknown exercise {exercise!r}: choose one of "
+                         f"{', '.join(n for names in EXERCISES.values() for n in names)}")
+    return _verdicts.get(exercise, "not run yet")
+
+
 def progress(lesson: str) -> dict:
     """Print and return how far this kernel got with ``lesson``'s exercises ("01" to "04"): each exercise's
     latest verdict (done, not quite, raised an error, not started, or not run yet if its check cell has

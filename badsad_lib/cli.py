@@ -340,6 +340,15 @@ def cmd_grade(args) -> int:
     return 0
 
 
+def cmd_nbgrader(args) -> int:
+    from .grading import export_nbgrader
+
+    written = export_nbgrader(args.out, args.notebooks or None)
+    print(f"wrote {len(written)} lessons under {Path(args.out) / 'source'}: in {args.out}, `nbgrader generate_assignment "
+          f"lesson01` makes the learners' copy and `nbgrader autograde lesson01` scores the submissions")
+    return 0
+
+
 def cmd_site(args) -> int:
     from .site import build_site
 
@@ -439,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=1200, help="seconds any one cell may take (default 1200)")
     p.add_argument("--json", action="store_true", help="one JSON line per notebook instead of the text report")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("nbgrader", help="write the lessons as an nbgrader course (the checks as its autograded tests)")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="solution notebooks (default: solutions/*.ipynb)")
+    p.add_argument("--out", required=True, help="the nbgrader course folder (source/lessonNN/ is written in it)")
+    p.set_defaults(func=cmd_nbgrader)
 
     p = sub.add_parser("site", help="the course as a static site: run every solution in quick mode, export each "
                                     "to HTML with its figures, write an index")

@@ -1,5 +1,6 @@
 """Scoring a filled-in lesson: ``badsad grade NOTEBOOK`` runs it top to bottom in a fresh kernel (quick
 mode, nbclient) and reads the verdicts its checks recorded (``checks.progress``, the lesson's last cell).
+``badsad nbgrader --out DIR`` writes the lessons as an nbgrader course instead, the same checks as its tests.
 
 The score is the number of exercises whose check said "Correct": the same checks the learner sees, run
 on the learner's own functions, never the solution's. A cell that raises does not stop the run (a
@@ -74,3 +75,86 @@ def format_grade(summary: dict) -> str:
     if summary["errors"]:
         lines.append("  cells that raised: " + ", ".join(f"{i} ({name})" for i, name in summary["errors"]))
     return "\n".join(lines)
+
+
+NBGRADER_BEGIN, NBGRADER_END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+
+def _nbgrader_meta(grade_id: str, solution: bool = False, grade: bool = False, points: int = 0) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3, "solution": solution}
+    return {**meta, "points": points} if grade else meta
+
+
+def nbgrader_notebook(solution):
+    """Solution notebook ``solution`` as an nbgrader source notebook: each exercise's code cell is an
+    autograded-answer cell whose ``# BEGIN SOLUTION: <what to do>`` ... ``# END SOLUTION`` block becomes the hint
+    as a comment and nbgrader's ``### BEGIN SOLUTION`` ... ``### END SOLUTION``; after each check cell a locked test
+    cell worth 1 point asserts that the check's verdict is "done" (``checks.verdict``), so nbgrader scores
+    exactly what ``badsad grade`` scores; every other cell is locked. ValueError if the checks and
+    ``checks.EXERCISES`` disagree."""
+    import re
+
+    from .checks import EXERCISES
+
+    nbformat, _ = _nbclient()
+    path = Path(solution)
+    nb = nbformat.read(path, as_version=4)
+    lesson = path.stem[:2]
+    if lesson not in EXERCISES:
+        raise ValueError(f"{path} is not one of the course's lessons (01 to 04)")
+    begin = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?::\s*(?P<what>.*))?$")
+    cells, answers, checks = [], 0, 0
+    for i, cell in enumerate(nb.cells):
+        cell.metadata.pop("nbgrader", None)
+        if cell.cell_type == "code" and "# BEGIN SOLUTION" in cell.source:
+            answers += 1
+            lines = []
+            for line in cell.source.splitlines():
+                m = begin.match(line)
+                if m:
+                    lines += [f"{m['indent']}# {m['what']}"] if m["what"] else []
+                    lines.append(m["indent"] + NBGRADER_BEGIN)
+                elif line.strip() == "# END SOLUTION":
+                    lines.append(line[:len(line) - len(line.lstrip())] + NBGRADER_END)
+                else:
+                    lines.append(line)
+            cell.source = "\n".join(lines)
+            cell.metadata["nbgrader"] = _nbgrader_meta(f"lesson{lesson}-answer{answers}", solution=True)
+            cells.append(cell)
+            continue
+        cell.metadata["nbgrader"] = _nbgrader_meta(f"lesson{lesson}-cell{i}")
+        cells.append(cell)
+        if cell.cell_type == "code" and re.search(r"^\w+ = check_\w+\(\w+\)\s*$", cell.source, re.M):
+            if checks >= len(EXERCISES[lesson]):
+                raise ValueError(f"{path} has more check cells than lesson {lesson}'s exercises")
+            exercise = EXERCISES[lesson][checks]
+            checks += 1
+            test = nbformat.v4.new_code_cell(
+                f"# autograded: {exercise} (1 point; the verdict of the check above)\n"
+                "from badsad_lib.checks import verdict\n"
+                f"assert verdict({exercise!r}) == \"done\", verdict({exercise!r})")
+            test.metadata["nbgrader"] = _nbgrader_meta(f"lesson{lesson}-test{checks}", grade=True, points=1)
+            cells.append(test)
+    if answers != checks or checks != len(EXERCISES[lesson]):
+        raise ValueError(f"{path}: {answers} answer cells and {checks} check cells, but lesson {lesson} has "
+                         f"{len(EXERCISES[lesson])} exercises")
+    nb.cells = cells
+    return nb
+
+
+def export_nbgrader(out, notebooks=None) -> list[Path]:
+    """Write each solution notebook (default: the course's) as ``out/source/lessonNN/<name>.ipynb``, an nbgrader
+    course's source folder (``nbgrader_notebook``); returns the paths. Then, in ``out``: ``nbgrader
+    generate_assignment lessonNN`` makes the learners' copies, ``nbgrader autograde lessonNN`` scores theirs."""
+    from .io import ensure_output_dir, write_text
+    from .site import SOLUTIONS
+
+    nbformat, _ = _nbclient()
+    notebooks = sorted(SOLUTIONS.glob("*.ipynb")) if notebooks is None else [Path(n) for n in notebooks]
+    out = ensure_output_dir(out)
+    written = []
+    for notebook in notebooks:
+        nb = nbgrader_notebook(notebook)
+        written.append(write_text(out / "source" / f"lesson{notebook.stem[:2]}" / notebook.name,
+                                  nbformat.writes(nb) + "\n"))
+    return written

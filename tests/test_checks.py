@@ -205,3 +205,37 @@ def test_every_check_names_an_exercise_of_its_lesson():
 
     named = set(re.findall(r'_grade\("([^"]+)"', inspect.getsource(checks)))
     assert named == {e for exercises in checks.EXERCISES.values() for e in exercises}
+
+
+def test_the_nbgrader_export_marks_every_answer_and_grades_it_by_the_checks_verdict(tmp_path):
+    """Each exercise: one answer cell with nbgrader's delimiters around the solution, one locked 1-point test cell
+    that passes exactly when the check's verdict is "done"; every other cell locked."""
+    import nbformat
+
+    from badsad_lib import checks
+    from badsad_lib.grading import NBGRADER_BEGIN, NBGRADER_END, export_nbgrader
+
+    written = export_nbgrader(tmp_path)
+    assert [p.relative_to(tmp_path).parts[:2] for p in written] == [("source", f"lesson{n}") for n in checks.EXERCISES]
+    for path in written:
+        lesson = path.parent.name[-2:]
+        nb = nbformat.read(path, as_version=4)
+        meta = [c.metadata["nbgrader"] for c in nb.cells]
+        answers = [c for c, m in zip(nb.cells, meta) if m["solution"]]
+        tests = [c for c, m in zip(nb.cells, meta) if m["grade"]]
+        assert len(answers) == len(tests) == len(checks.EXERCISES[lesson])
+        assert all(m["locked"] for m in meta if not m["solution"]) and sum(m.get("points", 0) for m in meta) == len(tests)
+        assert len({m["grade_id"] for m in meta}) == len(meta)
+        for cell in answers:
+            lines = [line.strip() for line in cell.source.splitlines()]
+            assert lines.count(NBGRADER_BEGIN) == lines.count(NBGRADER_END) == 1
+            assert not any(line.startswith(("# BEGIN SOLUTION", "# END SOLUTION")) for line in lines)
+        for exercise, cell in zip(checks.EXERCISES[lesson], tests):
+            for said, passes in (("done", True), ("not quite", False), ("not started", False)):
+                checks._verdicts[exercise] = said
+                if passes:
+                    exec(cell.source, {})
+                else:
+                    with pytest.raises(AssertionError, match=said):
+                        exec(cell.source, {})
+            checks._verdicts.pop(exercise)
