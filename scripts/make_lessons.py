@@ -70,7 +70,15 @@ def setup_source() -> str:
     return SETUP_CELL.format(git_url=git_url())
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?::\s*(?P<what>.*))?$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
-ANSWER_PROMPT = "*Your answer:* write it here, then compare with the solution notebook."
+ANSWER_PROMPT = "*Your answer:* write it here first, then open the answers below and compare."
+
+
+def folded_answers(source: str) -> str:
+    """The self-check answers of a solution cell, folded away under the learner's prompt (the solution notebook
+    also holds every code answer, so the lesson keeps the prose answers itself)."""
+    body = source.strip()
+    body = body[len("**Answers.**"):].strip() if body.startswith("**Answers.**") else body
+    return f"{ANSWER_PROMPT}\n\n<details>\n<summary>Answers (open after writing yours)</summary>\n\n{body}\n\n</details>"
 
 
 TIMES = ROOT / "badsad_lib" / "results" / "notebook_times.json"
@@ -171,7 +179,7 @@ def lesson_from(solution):
         if cell.cell_type == "code":
             cell.source = exercise_source(cell.source)
         elif "answer" in tags:
-            cell.source = ANSWER_PROMPT
+            cell.source = folded_answers(cell.source)
         if tags:
             cell.metadata["tags"] = tags
     return nb

@@ -43,7 +43,10 @@ def test_each_lesson_has_three_exercises_whose_checks_hand_on_the_learners_funct
         body = [line for line in stub.source.splitlines()[1:] if line.strip() and "NotImplementedError" not in line]
         assert body, f"{path.name}: the stub of {name} should keep partial code that teaches"
     assert any("answer" in c.metadata.get("tags", []) for c in solution.cells)
-    assert make_lessons.ANSWER_PROMPT in [c.source for c in lesson.cells]
+    answers = [c for c in lesson.cells if c.source.startswith(make_lessons.ANSWER_PROMPT)]
+    solved = [c for c in solution.cells if "answer" in c.metadata.get("tags", [])]
+    assert len(answers) == len(solved) and all("<details>" in c.source and "</details>" in c.source for c in answers)
+    assert solved[0].source.split("\n", 1)[1].strip() in answers[0].source  # the prose answers, folded in the lesson
 
 
 @pytest.mark.parametrize("path", SOLUTIONS + sorted((ROOT / "lessons").glob("*.ipynb")), ids=lambda p: p.name)
