@@ -1,7 +1,8 @@
 """The course as a static site you can read before you run it: ``badsad site --out DIR``.
 
 Every solution notebook is run top to bottom in a fresh kernel in quick mode (``grading.execute_quick``),
-exported to one self-contained HTML page with its outputs (figures inlined as PNG), and listed on an
+exported to one self-contained HTML page with its outputs (figures inlined as PNG) and kept beside it as an
+executed ``.ipynb`` (which GitHub and nbviewer render), and listed on an
 ``index.html`` with its title, opening paragraph and the commit it was built from. There is no kernel
 behind a static page, so an explorer's live widget is dropped from each output that also carries the
 static figure the explorer draws (``widgets``' display bundles always do): the page shows that figure.
@@ -32,6 +33,28 @@ def static_fallback(nb) -> int:
                 replaced += 1
     nb.metadata.pop("widgets", None)
     return replaced
+
+
+_MARKER = re.compile(r"^(?P<indent>\s*)# (?:BEGIN SOLUTION(?::\s*(?P<what>.*))?|END SOLUTION)\s*$")
+
+
+def tidy_for_reading(nb) -> None:
+    """What a reader of a page needs, in place: the solution markers become the hint they carry (as a comment) or
+    go, and stderr output made only of progress bars (tqdm's "it/s]" frames, frozen mid-way on a page) goes."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = []
+        for line in cell.source.splitlines():
+            m = _MARKER.match(line)
+            if m is None:
+                lines.append(line)
+            elif m["what"]:
+                lines.append(f"{m['indent']}# {m['what']}")
+        cell.source = "\n".join(lines)
+        cell.outputs = [o for o in cell.get("outputs", []) if not (
+            o.get("output_type") == "stream" and o.get("name") == "stderr" and
+            all("it/s]" in part or not part.strip() for part in re.split(r"[\r\n]", o.get("text", ""))))]
 
 
 def _title_and_summary(nb, fallback: str) -> tuple[str, str]:
@@ -69,7 +92,9 @@ def build_page(notebook, out: Path, timeout: int = 1200) -> dict:
         raise ValueError(f"{notebook} did not run clean, so no page was written: cell {cell} raised "
                          f"{err.ename}: {err.evalue}") from None
     widgets = static_fallback(nb)
+    tidy_for_reading(nb)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    write_text(out / notebook.name, nbformat.writes(nb) + "\n")  # with outputs: GitHub and nbviewer render it too
     page = write_text(out / f"{notebook.stem}.html", body)
     title, summary = _title_and_summary(nb, notebook.stem)
     figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))

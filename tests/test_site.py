@@ -34,6 +34,8 @@ def test_the_site_has_each_page_with_its_figures_and_an_index(tmp_path):
     lines = []
     index = build_site(tmp_path / "site", [_lesson(tmp_path / "09_tiny.ipynb")], timeout=120, progress=lines.append)
     page = (tmp_path / "site" / "09_tiny.html").read_text()
+    executed = nbformat.read(tmp_path / "site" / "09_tiny.ipynb", as_version=4)
+    assert "quick = 1" in executed.cells[1].outputs[0]["text"]
     assert "quick = 1" in page and page.count("data:image/png;base64") >= 2
     # no kernel behind the page, so no live widget (whose scripts would come from a CDN): the static figure shows
     assert f'type="{WIDGET_VIEW}"' not in page and "widget-state+json" not in page and "html-manager" not in page
@@ -64,3 +66,17 @@ def test_without_the_fallback_the_page_would_try_to_render_live_widgets(tmp_path
     assert static_fallback(nb) == 1
     page = nbconvert.HTMLExporter(template_name="lab").from_notebook_node(nb)[0]
     assert "widget-state+json" not in page and "data:image/png;base64" in page
+
+
+def test_a_page_reads_as_a_solved_lesson_without_markers_or_frozen_progress_bars():
+    from badsad_lib.site import tidy_for_reading
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("def f(x):\n    # BEGIN SOLUTION: double it\n    return 2 * x\n    # END SOLUTION")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="train:  40%|####  | 4/10 [00:01<00:02, 3.1it/s]\r"),
+                    nbformat.v4.new_output("stream", name="stderr", text="warning: something real\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="12 it/s] is fine on stdout\n")]
+    nb.cells = [cell]
+    tidy_for_reading(nb)
+    assert cell.source == "def f(x):\n    # double it\n    return 2 * x"
+    assert [o["text"] for o in cell.outputs] == ["warning: something real\n", "12 it/s] is fine on stdout\n"]
