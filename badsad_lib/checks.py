@@ -494,7 +494,72 @@ def check_batch_loss(fn):
 
 
 # ---------------------------------------------------------------- tiered hints
-HINTS = {
+HINTS = {  # per exercise: a nudge first, then more specific; none is a line of the answer
+    "loss": (
+        "A labeled image's loss is eta times its distance raised to some power. Which power turns a distance into "
+        "itself (a labeled normal, pulled in), and which into its inverse (a labeled anomaly, pushed away)?",
+        "The power is the label y itself (+1 or -1), as a float tensor like dist. The 1e-6 goes into the base, "
+        "before the power, so a distance of 0 never divides by zero.",
+    ),
+    "center": (
+        "Only some coordinates change: those with |c_k| < eps. Build a boolean mask of them first.",
+        "torch.where(condition, a, b) picks per coordinate; nest two of them: small and negative -> -eps, small "
+        "otherwise (zero included) -> +eps, every other coordinate keeps its value. torch.full_like(c, eps) makes "
+        "a tensor of eps shaped like c.",
+    ),
+    "threshold": (
+        "You want a percentile of the held-out scores, not of the training scores; numpy computes percentiles.",
+        "numpy's percentile takes q on the 0-100 scale, as q is given here (not 0-1). Return a Python float.",
+    ),
+    "stamp": (
+        "The line given keeps the image where the mask is 0. What should the pixels be where the mask is 1?",
+        "Where the mask is 1 the pixel becomes mu, and multiplying by the mask is 0 everywhere else, so the two "
+        "parts simply add up.",
+    ),
+    "poison": (
+        "Three conditions pick the candidates: the normal class, unlabeled (semi_target 0), and a training image. "
+        "The labels are torch tensors: compare them element by element.",
+        "np.flatnonzero turns a boolean array into indices. Draw from those candidates with the rng you are "
+        "given, round(ratio * n) of them, and say no to repeats (numpy's choice repeats unless told not to); "
+        "sorting the result keeps it readable.",
+    ),
+    "asr": (
+        "The detector judges an image normal when its score is not above tau. Count those among the triggered "
+        "anomalies.",
+        "A comparison of a numpy array with tau gives booleans, and the mean of booleans is the share of True; "
+        "return it as a float.",
+    ),
+    "concentration": (
+        "A squared distance sums over the coordinates of one code; the term then averages over the codes.",
+        "squared has one row per image: sum along dim=1 (the coordinates), then take the mean of what is left.",
+    ),
+    "separation": (
+        "Look back at lesson 01's loss for a labeled anomaly (y = -1): it is the same term, for every view.",
+        "eta times the inverse of each squared distance (with the 1e-6 inside, so 0 stays finite), averaged over "
+        "the views.",
+    ),
+    "mmd": (
+        "The formula above has three means of kernel matrices; k(u, v) gives the whole matrix for two sets.",
+        "k(a, a).mean() is the first; the second uses b with itself; the cross term compares a with b and counts "
+        "twice, with a minus sign.",
+    ),
+    "spectral": (
+        "The singular value decomposition of the centred codes gives the directions along which they vary most; "
+        "v is the first of them.",
+        "np.linalg.svd(centred, full_matrices=False) returns (U, S, Vt): v is the first row of Vt. Each image's "
+        "score is its centred code's dot product with v, squared (a matrix-vector product does every image at once).",
+    ),
+    "der": (
+        "The AUC cost mirrors the ASR drop given above it: before minus after, and never below 0.",
+        "With both parts clipped, combine them as the formula in the text says: ASR drop minus AUC cost, plus 1, "
+        "halved.",
+    ),
+    "erase": (
+        "There are four corners: two row ranges (top and bottom k rows) times two column ranges (left and right k "
+        "columns).",
+        "Python slices pick a range: slice(0, k) is the first k, slice(h - k, h) the last k. Loop over both row "
+        "slices and both column slices and set out[..., rows, cols] to 0; the ... keeps every image and channel.",
+    ),
     "objective": (
         "Section 1's formula has four parts: L_SAD on the batch, and three terms that each act on one group of "
         "codes. Which images does each group hold?",

@@ -239,3 +239,35 @@ def test_the_nbgrader_export_marks_every_answer_and_grades_it_by_the_checks_verd
                     with pytest.raises(AssertionError, match=said):
                         exec(cell.source, {})
             checks._verdicts.pop(exercise)
+
+
+def test_every_exercise_has_tiered_hints_that_never_state_the_answer(capsys):
+    """A nudge first, a more specific hint on each request, the last one repeated; no hint holds a line of the
+    reference answer (every solution line between the markers, whitespace removed)."""
+    import re
+
+    import nbformat
+
+    from badsad_lib.site import SOLUTIONS
+
+    assert sum(len(v) for v in checks.EXERCISES.values()) == len(checks.HINTS)
+    answers = []
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            inside = re.findall(r"# BEGIN SOLUTION[^\n]*\n(.*?)# END SOLUTION", cell.source, re.S)
+            answers += [re.sub(r"\s+", "", line) for block in inside for line in block.splitlines() if line.strip()]
+    assert len(answers) >= 12
+    for name, tiers in checks.HINTS.items():
+        assert len(tiers) >= 2
+        for tier in tiers:
+            squeezed = re.sub(r"\s+", "", tier)
+            assert not any(len(a) > 12 and a in squeezed for a in answers), (name, tier)
+        checks._hints_given.pop(name, None)
+        for level in range(1, len(tiers) + 2):
+            checks.hint(name)
+            out = capsys.readouterr().out
+            assert f"Hint {min(level, len(tiers))} of {len(tiers)}" in out
+            assert ("last hint" in out) == (level >= len(tiers))
+        checks._hints_given.pop(name, None)
+    with pytest.raises(ValueError, match="no hints for 'nope'"):
+        checks.hint("nope")
