@@ -10,7 +10,7 @@ A check runs the learner's function on small cases and prints what it found. It 
 
 ``verify_*`` hold the cases and raise AssertionError with the feedback; the tests call them directly.
 Every check records its verdict in the kernel; ``progress(lesson)``, each lesson's last cell, sums them
-up ("2 of 3 exercises done: ...") and, when ``BADSAD_PROGRESS`` names a file, writes them there as JSON
+up ("2 of 4 exercises done: ...") and, when ``BADSAD_PROGRESS`` names a file, writes them there as JSON
 (``badsad grade NOTEBOOK`` runs a notebook that way and prints its score).
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 
 # each lesson's exercises, as its checks name them (progress() lists them in this order)
 EXERCISES = {
-    "01": ("exercise 1, the DeepSAD loss", "exercise 2, the center rule", "exercise 3, the percentile threshold"),
+    "01": ("exercise 1, the DeepSAD loss", "exercise 2, the center rule", "exercise 3, one training epoch",
+           "exercise 4, the percentile threshold"),
     "02": ("exercise 1, stamping the trigger", "exercise 2, choosing the images to poison",
            "exercise 3, the attack success rate"),
     "03": ("exercise 1, concentration", "exercise 2, separation", "exercise 3, alignment by MMD",
@@ -167,6 +168,115 @@ def check_center(fn):
     return _grade("exercise 2, the center rule", fn, verify_center, center_from)
 
 
+def reference_epoch(net, c, batches, optimizer, loss_fn) -> float:
+    """One epoch of DeepSAD training (what ``deepsad.train_epochs`` does per epoch): per mini-batch (x, y), clear the
+    gradients, the squared distances of net(x) to c, ``loss_fn(dist, y)``, back-propagate, step. Returns the
+    epoch's mean loss per image."""
+    net.train()
+    total, seen = 0.0, 0
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(((net(x) - c) ** 2).sum(dim=1), y)
+        loss.backward()
+        optimizer.step()
+        total, seen = total + loss.item() * len(x), seen + len(x)
+    return total / seen
+
+
+def _epoch_case(seed: int = 0):
+    """A small DeepSAD network (digits' encoder: bias-free, BatchNorm without affine), its Adam, a center, and three
+    mini-batches of 12 images 8 x 8 with unlabeled, labeled-normal and labeled-anomalous targets."""
+    import copy
+
+    from .networks import build_encoder
+
+    gen = torch.Generator().manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    net = build_encoder("digits")
+    torch.random.set_rng_state(torch_state)
+    c = torch.randn(net[-1].out_features, generator=gen) * 0.5
+    batches = [(torch.rand(12, 1, 8, 8, generator=gen), torch.tensor([0] * 8 + [1, 1, -1, -1])) for _ in range(3)]
+    return copy.deepcopy(net), c, batches
+
+
+def _run_epoch(fn, loss_fn=None):
+    from .deepsad import deepsad_loss
+
+    net, c, batches = _epoch_case()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    calls = []
+
+    def counted(dist, y):
+        calls.append(len(dist))
+        return (loss_fn or deepsad_loss)(dist, y)
+    result = fn(net, c, [(x.clone(), y.clone()) for x, y in batches], optimizer, counted)
+    return net, result, calls
+
+
+def verify_train_epoch(fn) -> str:
+    """fn(net, c, batches, optimizer, loss_fn) -> the epoch's mean loss, having taken one optimiser step per batch
+    on loss_fn(squared distances to c, y); the network's weights must end where the reference's do."""
+    before, _, _ = _epoch_case()
+    want_net, want, _ = _run_epoch(reference_epoch)
+    got_net, got, calls = _run_epoch(fn)
+    if calls != [12, 12, 12]:
+        raise AssertionError(f"loss_fn should be called once per mini-batch on that batch's 12 distances (3 "
+                             f"batches); it was called {len(calls)} time(s), on {calls} distances: use the "
+                             f"loss_fn you are given, on the squared distance of each image")
+    params = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    if torch.equal(params(got_net), params(before)):
+        raise AssertionError("the network's weights did not change: each batch needs loss.backward() and then "
+                             "optimizer.step(), in that order")
+    if not torch.allclose(params(got_net), params(want_net), atol=1e-5):
+        variants = {"the gradients were not cleared before each batch's backward pass, so they piled up over "
+                    "the batches": _no_zero_grad,
+                    "the distances average the coordinates instead of summing them (a squared distance sums "
+                    "over the code's coordinates)": _mean_distance,
+                    "the step comes before the backward pass, so each step uses the previous batch's "
+                    "gradients": _step_first}
+        for why, variant in variants.items():
+            if torch.allclose(params(got_net), params(_run_epoch(variant)[0]), atol=1e-5):
+                raise AssertionError(f"after one epoch your network's weights differ from DeepSAD's: {why}")
+        raise AssertionError("after one epoch your network's weights differ from DeepSAD's: per batch, clear the "
+                             "gradients, compute loss_fn of the squared distances to c, back-propagate, step")
+    _close(torch.tensor(float(got)), torch.tensor(want), "the epoch's mean loss")
+    return "one epoch takes one optimiser step per mini-batch on your loss, as DeepSAD's training loop does."
+
+
+def _no_zero_grad(net, c, batches, optimizer, loss_fn):
+    net.train()
+    for x, y in batches:
+        loss = loss_fn(((net(x) - c) ** 2).sum(dim=1), y)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+def _mean_distance(net, c, batches, optimizer, loss_fn):
+    net.train()
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(((net(x) - c) ** 2).mean(dim=1), y)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+def _step_first(net, c, batches, optimizer, loss_fn):
+    net.train()
+    for x, y in batches:
+        optimizer.zero_grad()
+        optimizer.step()
+        loss = loss_fn(((net(x) - c) ** 2).sum(dim=1), y)
+        loss.backward()
+    return loss.item()
+
+
+def check_train_epoch(fn):
+    return _grade("exercise 3, one training epoch", fn, verify_train_epoch, reference_epoch)
+
+
 def verify_threshold(fn) -> str:
     """fn(val_scores (n,), q) -> tau, the q-th percentile of held-out normal scores (any standard convention)."""
     scores = np.arange(1, 101, dtype=float)
@@ -184,7 +294,7 @@ def verify_threshold(fn) -> str:
 
 def check_threshold(fn):
     from .metrics import threshold
-    return _grade("exercise 3, the percentile threshold", fn, verify_threshold, threshold)
+    return _grade("exercise 4, the percentile threshold", fn, verify_threshold, threshold)
 
 
 # ---------------------------------------------------------------- lesson 02
@@ -500,6 +610,13 @@ HINTS = {  # per exercise: a nudge first, then more specific; none is a line of 
         "itself (a labeled normal, pulled in), and which into its inverse (a labeled anomaly, pushed away)?",
         "The power is the label y itself (+1 or -1), as a float tensor like dist. The 1e-6 goes into the base, "
         "before the power, so a distance of 0 never divides by zero.",
+    ),
+    "epoch": (
+        "Each mini-batch is one step of gradient descent: the loss of that batch, its gradients, and the optimiser's "
+        "update. PyTorch adds new gradients to old ones unless told to start again.",
+        "In order, per batch: clear the optimiser's gradients; the codes of x and their squared distances to c "
+        "(summed over the coordinates, dim=1); loss_fn of those distances and y; back-propagate that loss; let the "
+        "optimiser take its step. The given lines that count the mean loss read a variable named loss.",
     ),
     "center": (
         "Only some coordinates change: those with |c_k| < eps. Build a boolean mask of them first.",

@@ -244,6 +244,15 @@ def backdoored_detector(lesson: Lesson, method: str = "badsad", strength: float 
     return model, result["trigger"], spec.strength, result["poisoned"]
 
 
+def training_batches(lesson: Lesson, model: DeepSAD, batch_size: int = 128, seed: int = 0) -> list:
+    """One epoch of the lesson's training set as shuffled mini-batches [(x (B, C, H, W), y (B,)), ...] on the
+    model's device (``seed`` picks the order), for a training loop written by hand (lesson 01)."""
+    s = lesson.split
+    order = torch.randperm(len(s.x_train), generator=torch.Generator().manual_seed(seed))
+    x, y = s.x_train[order].to(model.device), s.semi_targets[order].to(model.device)
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
 def collapse_to_center(model: DeepSAD) -> DeepSAD:
     """The trivial solution that bias terms allow: a copy of ``model`` whose phi ignores its input.
 

@@ -245,7 +245,7 @@ def test_grade_scores_an_empty_and_a_filled_in_lesson(monkeypatch, capsys):
     assert main(["grade", "--json", "-q", os.path.join(root, "lessons", "01_deepsad_basics.ipynb"),
                  os.path.join(root, "solutions", "01_deepsad_basics.ipynb")]) == 0
     empty, solved = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert (empty["done"], solved["done"], empty["exercises"]) == (0, 3, 3) and not solved["errors"]
+    assert (empty["done"], solved["done"], empty["exercises"]) == (0, 4, 4) and not solved["errors"]
     assert set(empty["verdicts"].values()) == {"not started"} and set(solved["verdicts"].values()) == {"done"}
 
 
