@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"  # the course's solved lessons (a clone, not a wheel)
+
 
 def _nbclient():
     try:
@@ -147,7 +149,6 @@ def export_nbgrader(out, notebooks=None) -> list[Path]:
     course's source folder (``nbgrader_notebook``); returns the paths. Then, in ``out``: ``nbgrader
     generate_assignment lessonNN`` makes the learners' copies, ``nbgrader autograde lessonNN`` scores theirs."""
     from .io import ensure_output_dir, write_text
-    from .site import SOLUTIONS
 
     nbformat, _ = _nbclient()
     notebooks = sorted(SOLUTIONS.glob("*.ipynb")) if notebooks is None else [Path(n) for n in notebooks]

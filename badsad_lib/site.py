@@ -15,9 +15,9 @@ import re
 import time
 from pathlib import Path
 
+from .grading import SOLUTIONS
 from .io import ensure_output_dir, write_text
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 

@@ -251,7 +251,7 @@ def test_every_exercise_has_tiered_hints_that_never_state_the_answer(capsys):
 
     import nbformat
 
-    from badsad_lib.site import SOLUTIONS
+    from badsad_lib.grading import SOLUTIONS
 
     assert sum(len(v) for v in checks.EXERCISES.values()) == len(checks.HINTS)
     answers = []
