@@ -188,6 +188,10 @@ def readme_grids() -> str:
                          f"{e['wall_seconds'] / 60:.1f} min | {e['cell_seconds'] / 60:.1f} min |")
             if e.get("note"):
                 lines.append(f"| | | {e['note']} | | | |")
+            if e.get("trained"):
+                t = e["trained"]
+                lines.append(f"| | | re-evaluated from the models trained by `{t['command']}` | {t['commit'][:10]} | "
+                             f"{t['wall_seconds'] / 60:.1f} min | {t['cell_seconds'] / 60:.1f} min |")
     for name, table in TABLES.items():
         if table.not_yet_made:
             lines.append(f"| `{name}` | {len({s.key for s in table.specs()})} | `badsad tables {name} --jobs 2` | "
