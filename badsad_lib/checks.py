@@ -230,11 +230,9 @@ def verify_train_epoch(fn) -> str:
                              "optimizer.step(), in that order")
     if not torch.allclose(params(got_net), params(want_net), atol=1e-5):
         variants = {"the gradients were not cleared before each batch's backward pass, so they piled up over "
-                    "the batches": _no_zero_grad,
+                    "the batches": _mistaken_epoch(clear=False),
                     "the distances average the coordinates instead of summing them (a squared distance sums "
-                    "over the code's coordinates)": _mean_distance,
-                    "the step comes before the backward pass, so each step uses the previous batch's "
-                    "gradients": _step_first}
+                    "over the code's coordinates)": _mistaken_epoch(reduce="mean")}
         for why, variant in variants.items():
             if torch.allclose(params(got_net), params(_run_epoch(variant)[0]), atol=1e-5):
                 raise AssertionError(f"after one epoch your network's weights differ from DeepSAD's: {why}")
@@ -244,33 +242,18 @@ def verify_train_epoch(fn) -> str:
     return "one epoch takes one optimiser step per mini-batch on your loss, as DeepSAD's training loop does."
 
 
-def _no_zero_grad(net, c, batches, optimizer, loss_fn):
-    net.train()
-    for x, y in batches:
-        loss = loss_fn(((net(x) - c) ** 2).sum(dim=1), y)
-        loss.backward()
-        optimizer.step()
-    return loss.item()
-
-
-def _mean_distance(net, c, batches, optimizer, loss_fn):
-    net.train()
-    for x, y in batches:
-        optimizer.zero_grad()
-        loss = loss_fn(((net(x) - c) ** 2).mean(dim=1), y)
-        loss.backward()
-        optimizer.step()
-    return loss.item()
-
-
-def _step_first(net, c, batches, optimizer, loss_fn):
-    net.train()
-    for x, y in batches:
-        optimizer.zero_grad()
-        optimizer.step()
-        loss = loss_fn(((net(x) - c) ** 2).sum(dim=1), y)
-        loss.backward()
-    return loss.item()
+def _mistaken_epoch(clear: bool = True, reduce: str = "sum"):
+    """The reference epoch with one realistic mistake: gradients never cleared, or coordinates averaged."""
+    def epoch(net, c, batches, optimizer, loss_fn):
+        net.train()
+        for x, y in batches:
+            if clear:
+                optimizer.zero_grad()
+            loss = loss_fn(getattr((net(x) - c) ** 2, reduce)(dim=1), y)
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+    return epoch
 
 
 def check_train_epoch(fn):

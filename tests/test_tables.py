@@ -136,17 +136,23 @@ def test_mean_by_groups_on_several_columns_and_skips_empty_entries():
     assert "badsad / strip" in text and "n/a" in text
 
 
-def test_several_tables_share_one_pool_and_each_gets_its_csv_and_manifest_entry(tmp_path, monkeypatch):
+def _digits_tables(tmp_path, monkeypatch, tables_of: dict, epochs: int = 4, ae_epochs: int = 2):
+    """Replace the catalogue by small digits tables {name: (normal class, method)}, results written under tmp_path."""
     from badsad_lib import tables
     from badsad_lib.grid import make_specs
     from badsad_lib.settings import DIGITS
 
-    fast = DIGITS.replace(epochs=4, ae_epochs=2)
+    fast = DIGITS.replace(epochs=epochs, ae_epochs=ae_epochs)
     monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(tables, "MANIFEST", tmp_path / "results" / "MANIFEST.json")
     (tmp_path / "results").mkdir()
-    monkeypatch.setattr(tables, "TABLES", {n: tables.ShippedTable(n, f"digits class {k}", lambda k=k: make_specs(
-        ["digits"], [k], [0], ["naive"], settings=fast)) for n, k in (("digits_a", 0), ("digits_b", 1))})
+    monkeypatch.setattr(tables, "TABLES", {n: tables.ShippedTable(n, f"digits class {k}", lambda k=k, m=m: make_specs(
+        ["digits"], [k], [0], [m], settings=fast)) for n, (k, m) in tables_of.items()})
+    return tables
+
+
+def test_several_tables_share_one_pool_and_each_gets_its_csv_and_manifest_entry(tmp_path, monkeypatch):
+    tables = _digits_tables(tmp_path, monkeypatch, {"digits_a": (0, "naive"), "digits_b": (1, "naive")})
     done = tables.main_tables(["digits_a", "digits_b"], tmp_path / "work", jobs=2, progress=False)
     assert sorted(done) == ["digits_a", "digits_b"]
     entries = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())
@@ -160,16 +166,7 @@ def test_a_table_runs_on_any_executor_given(tmp_path, monkeypatch):
     """main_tables takes an executor (what --scheduler passes: a Dask client's) instead of its own pool."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from badsad_lib import tables
-    from badsad_lib.grid import make_specs
-    from badsad_lib.settings import DIGITS
-
-    fast = DIGITS.replace(epochs=4, ae_epochs=2)
-    monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(tables, "MANIFEST", tmp_path / "results" / "MANIFEST.json")
-    (tmp_path / "results").mkdir()
-    monkeypatch.setattr(tables, "TABLES", {"digits_c": tables.ShippedTable("digits_c", "digits class 2", lambda: make_specs(
-        ["digits"], [2], [0], ["naive"], settings=fast))})
+    tables = _digits_tables(tmp_path, monkeypatch, {"digits_c": (2, "naive")})
 
     class Counting(ThreadPoolExecutor):
         submitted = 0
@@ -186,16 +183,7 @@ def test_a_table_runs_on_any_executor_given(tmp_path, monkeypatch):
 
 
 def test_a_table_reevaluated_keeps_its_training_record(tmp_path, monkeypatch):
-    from badsad_lib import tables
-    from badsad_lib.grid import make_specs
-    from badsad_lib.settings import DIGITS
-
-    fast = DIGITS.replace(epochs=3, ae_epochs=1)
-    monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(tables, "MANIFEST", tmp_path / "results" / "MANIFEST.json")
-    (tmp_path / "results").mkdir()
-    monkeypatch.setattr(tables, "TABLES", {"digits_r": tables.ShippedTable("digits_r", "digits class 1", lambda: make_specs(
-        ["digits"], [1], [0], ["badsad"], settings=fast))})
+    tables = _digits_tables(tmp_path, monkeypatch, {"digits_r": (1, "badsad")}, epochs=3, ae_epochs=1)
     tables.main_tables(["digits_r"], tmp_path / "work", jobs=1, progress=False)
     trained = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())["digits_r"]
     rows = tables.results_table("digits_r")
