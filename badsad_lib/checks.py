@@ -28,7 +28,7 @@ EXERCISES = {
     "03": ("exercise 1, concentration", "exercise 2, separation", "exercise 3, alignment by MMD",
            "exercise 4, the mini-batch objective"),
     "04": ("exercise 1, spectral scores", "exercise 2, the defense effectiveness rate",
-           "exercise 3, erasing the corners"),
+           "exercise 3, erasing the corners", "exercise 4, the trigger search"),
 }
 VERDICTS = ("done", "not quite", "raised an error", "not started", "not run yet")
 _verdicts: dict[str, str] = {}  # exercise -> its latest verdict in this kernel
@@ -518,6 +518,83 @@ def check_erase(fn):
                   lambda x, k: preprocess_images(x, "erase_corners", k))
 
 
+class KeyedDetector(torch.nn.Module):
+    """A toy detector with a known backdoor, for the trigger-search check: images (N, 2, 10, 12) score
+    0.05 + 10 (1 - k)^2 mean((x - 0.5)^2), with k the mean brightness of the 3 x 3 key at rows 7-9,
+    columns 1-3 (9 of the 120 pixels, 7.5% of the image). A bright key makes any image normal; without
+    it, contrast is anomalous. It has what a search reads of a DeepSAD: ``score_tensor``, ``device`` and
+    an ``encoder`` whose weights must not change."""
+
+    shape = (2, 10, 12)
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Linear(1, 1)
+        self.device = torch.device("cpu")
+        self.key = torch.zeros(1, *self.shape[1:])
+        self.key[:, 7:10, 1:4] = 1.0
+
+    def key_cover(self, mask: torch.Tensor) -> float:
+        """How much of the key a mask (1, H, W) covers: its mean over the key's pixels."""
+        return float((mask * self.key).sum() / self.key.sum())
+
+    def score_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        keyed = (x * self.key).sum(dim=(1, 2, 3)) / (self.key.sum() * x.shape[1])
+        return 0.05 + 10 * (1 - keyed) ** 2 * ((x - 0.5) ** 2).mean(dim=(1, 2, 3))
+
+
+def verify_search(fn) -> str:
+    """fn(model, images (N, C, H, W), tau, steps=..., target=...) -> (mask (1, H, W), pattern (C, H, W), share):
+    the smallest mask that made ``target`` of the images pass tau, found on ``KeyedDetector``, whose key is
+    known, with anomalies that all fail tau = 0.08."""
+    model, tau, target = KeyedDetector(), 0.08, 0.8
+    images = torch.rand(24, *model.shape, generator=torch.Generator().manual_seed(0)) * 0.6
+    weights = model.encoder.weight.detach().clone()
+    found = fn(model, images.clone(), tau, steps=300, target=target)
+    if not isinstance(found, tuple) or len(found) != 3:
+        raise AssertionError("return three things, (mask, pattern, share), as best holds them")
+    mask, pattern, share = found
+    if not torch.equal(model.encoder.weight.detach(), weights):
+        raise AssertionError("the model's weights changed: the search optimises the mask and the pattern only "
+                             "(the optimiser you are given holds just those two)")
+    if mask is None:
+        raise AssertionError(f"no mask made {target:.0%} of the toy's anomalies pass tau, so best was never set. Does "
+                             "your loss fall as the stamped images' scores fall below tau, and do you keep a mask "
+                             "in best at a step where the target is met?")
+    mask, pattern = torch.as_tensor(mask).detach().cpu(), torch.as_tensor(pattern).detach().cpu()
+    _, c, h, w = images.shape
+    if tuple(mask.shape) != (1, h, w) or tuple(pattern.shape) != (c, h, w):
+        raise AssertionError(f"on images of shape (24, {c}, {h}, {w}) the mask should have shape (1, {h}, {w}) and "
+                             f"the pattern ({c}, {h}, {w}); got {tuple(mask.shape)} and {tuple(pattern.shape)}")
+    if mask.min() < 0 or mask.max() > 1 or pattern.min() < 0 or pattern.max() > 1:
+        raise AssertionError(f"the mask's values lie in [{mask.min():.2f}, {mask.max():.2f}] and the pattern's in "
+                             f"[{pattern.min():.2f}, {pattern.max():.2f}]: both must stay in [0, 1]. What you "
+                             "optimise are logits; turn them into a mask and a pattern before using them")
+    if abs(_value(share) - float(mask.mean())) > 1e-4:
+        raise AssertionError(f"share is {_value(share):.4f} but the mask you return covers {float(mask.mean()):.4f} "
+                             "of the image: share is the mask's mean, recorded with the same mask")
+    passing = float((model.score_tensor(images * (1 - mask) + pattern * mask) <= tau).float().mean())
+    if passing < target:
+        raise AssertionError(f"stamped with the mask and pattern you return, {passing:.0%} of the images pass tau, "
+                             f"below the target {target:.0%}: keep in best only a mask that met the target at its "
+                             "step, and only when it is smaller than the one best holds")
+    if _value(share) > 0.15:
+        raise AssertionError(f"your mask covers {_value(share):.1%} of the image, while the toy's key is 7.5% of it: "
+                             "the search should trade passing against the mask's size. Is its size part of the "
+                             "loss, with a weight lam that grows while the target is met and shrinks while it is not?")
+    if model.key_cover(mask) < 0.5:
+        raise AssertionError(f"your mask is small ({_value(share):.1%} of the image), but it covers only "
+                             f"{model.key_cover(mask):.0%} of the toy's key; a search that works finds the key")
+    return (f"on a toy detector with a 3 x 3 key (7.5% of the image), your search found a mask covering "
+            f"{_value(share):.1%} of the image and {model.key_cover(mask):.0%} of the key, which makes {passing:.0%} "
+            f"of the anomalies pass.")
+
+
+def check_search(fn):
+    from .defenses import reverse_engineer
+    return _grade("exercise 4, the trigger search", fn, verify_search, reverse_engineer)
+
+
 def verify_batch_loss(fn) -> str:
     """fn(net, c, x, y, poisoned, draw_views, stamp, terms, weights, eta) -> BadSAD's loss of one mini-batch,
     compared with ``attack.BadSADObjective`` on a small network in training mode (BatchNorm on batch statistics)."""
@@ -659,6 +736,16 @@ HINTS = {  # per exercise: a nudge first, then more specific; none is a line of 
         "columns).",
         "Python slices pick a range: slice(0, k) is the first k, slice(h - k, h) the last k. Loop over both row "
         "slices and both column slices and set out[..., rows, cols] to 0; the ... keeps every image and channel.",
+    ),
+    "search": (
+        "Each step has three parts: a mask and a pattern from their logits, a loss on the stamped images, and the "
+        "bookkeeping (is the target met? is this the smallest mask so far? how heavy should the size cost be?).",
+        "Stamp as lesson 02 does, with the pattern in place of mu. The loss has two parts: a hinge that is 0 once "
+        "an image's log score is a margin below log tau, averaged over the images, and lam times the share of "
+        "the image the mask covers. A step meets the target when enough of its stamped images score at most tau.",
+        "Record into best the detached mask and pattern (on the CPU) and the mask's mean, only at a step that met "
+        "the target and with a smaller mask than best holds. Then multiply lam by 1.2 if the step met the target, "
+        "divide it by 1.2 if not: the size cost tightens while the search succeeds.",
     ),
     "objective": (
         "Section 1's formula has four parts: L_SAD on the batch, and three terms that each act on one group of "

@@ -36,6 +36,7 @@ before and after, DER, and TPR/FPR where it detects (poisoned training images, o
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -403,10 +404,7 @@ def reverse_engineer(model: DeepSAD, images: torch.Tensor, tau: float, steps: in
     opt = torch.optim.Adam([m_logit, p_logit], lr=lr)
     log_tau, lam = float(np.log(tau)), 1e-3
     best = (None, None, 1.0)
-    params = list(model.encoder.parameters())
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with frozen(model.encoder):
         for _ in range(steps):
             m, p = torch.sigmoid(m_logit), torch.sigmoid(p_logit)
             dist = model.score_tensor(x * (1 - m) + p * m)
@@ -418,20 +416,33 @@ def reverse_engineer(model: DeepSAD, images: torch.Tensor, tau: float, steps: in
             if met and float(m.detach().mean()) < best[2]:
                 best = (m.detach().cpu(), p.detach().cpu(), float(m.detach().mean()))
             lam = lam * 1.2 if met else lam / 1.2
-    finally:
-        for p in params:
-            p.requires_grad_(True)
     return best
 
 
-def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300, family: str = "attack") -> dict:
+@contextmanager
+def frozen(module: torch.nn.Module):
+    """Within the block, ``module``'s parameters take no gradient (a search through a fixed model); each
+    parameter's own ``requires_grad`` comes back afterwards, so blocks nest."""
+    params = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, before in params:
+            p.requires_grad_(before)
+
+
+def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300, family: str = "attack",
+                 search=reverse_engineer) -> dict:
     """Reverse-engineer a "make it normal" trigger on scenario ``s`` and test it on held-out images.
 
     The images to flip are half the labeled anomalies plus surrogate anomalies (``family``) made
     from half the defender's repair normals; the other halves are held out. Returns {"mask" (1, H, W)
     or None, "pattern" (C, H, W) or None, "share" (fraction of the image the mask covers; 1.0 if
     none met ``target``), "held_out_pass_rate" (share of held-out images passing tau_95 once
-    stamped), "tau", "anomalies" (all of them, for unlearning)}.
+    stamped), "tau", "anomalies" (all of them, for unlearning)}. ``search``: the mask
+    search, called as ``reverse_engineer`` is (lesson 04 passes the learner's own).
     """
     known = s.labeled_anomalies
     if len(known) == 0:
@@ -439,8 +450,9 @@ def find_trigger(s: Scenario, target: float = 0.8, steps: int = 300, family: str
     surrogates = surrogate_anomalies(s.repair_normals, family=family)
     k, n = (len(known) + 1) // 2, len(surrogates) // 2
     tau = threshold(s.model.decision_function(s.threshold_normals), 100 * (1 - FALSE_ALARM_BUDGET))
-    mask, pattern, share = reverse_engineer(s.model, torch.cat([known[:k], surrogates[:n]]), tau, steps=steps,
-                                            target=target)
+    with frozen(s.model.encoder):  # a learner's search need not freeze the model itself
+        mask, pattern, share = search(s.model, torch.cat([known[:k], surrogates[:n]]), tau, steps=steps,
+                                      target=target)
     held_out = torch.cat([known[k:], surrogates[n:]])
     pass_rate = 0.0 if mask is None else attack_success_rate(
         s.model.decision_function(held_out * (1 - mask) + pattern * mask), tau)

@@ -1,6 +1,7 @@
 """The exercise checkers: accept right answers (any standard convention), name what is wrong in a wrong one,
 never raise, and hand the lesson the learner's function or the library's."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from badsad_lib import checks
 from badsad_lib.deepsad import center_from, deepsad_loss
-from badsad_lib.defenses import preprocess_images, spectral_scores
+from badsad_lib.defenses import preprocess_images, reverse_engineer, spectral_scores
 from badsad_lib.metrics import defense_effectiveness_rate
 
 RIGHT = {
@@ -26,6 +27,7 @@ RIGHT = {
     "check_spectral": spectral_scores,
     "check_der": defense_effectiveness_rate,
     "check_erase": lambda x, k: preprocess_images(x, "erase_corners", k),
+    "check_search": reverse_engineer,
 }
 
 
@@ -317,3 +319,72 @@ def test_the_epoch_check_accepts_every_correct_convention_and_reports_a_crash(ca
     checks.check_train_epoch(_epoch(detach=True))  # no gradient reaches the network: backward raises
     assert checks.verdict("exercise 3, one training epoch") == "raised an error"
     assert "RuntimeError" in capsys.readouterr().out
+
+
+def _search(squash=True, size_cost="share", adapt=True, sign=1.0, keep="smallest", hinge="log", train_model=False):
+    """A learner's trigger search (lesson 04's set-up and loop), right or with one realistic mistake."""
+    import torch.nn.functional as F
+
+    def search(model, images, tau, steps=300, lr=0.1, target=0.8, margin=0.5, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        _, c, h, w = images.shape
+        images = images.to(model.device)
+        m_logit = (torch.randn(1, h, w, generator=gen) * 0.1 - 3).to(model.device).requires_grad_()
+        p_logit = (torch.randn(c, h, w, generator=gen) * 0.1).to(model.device).requires_grad_()
+        params = [m_logit, p_logit] + (list(model.encoder.parameters()) if train_model else [])
+        opt = torch.optim.Adam(params, lr=lr)
+        lam, best = 1e-3, (None, None, 1.0)
+        for _ in range(steps):
+            m, p = (torch.sigmoid(m_logit), torch.sigmoid(p_logit)) if squash else (m_logit, p_logit)
+            dist = model.score_tensor(images * (1 - m) + p * m)
+            if hinge == "log":
+                fit = F.relu(sign * (torch.log(dist + 1e-6) - np.log(tau)) + margin).mean()
+            else:  # the scores themselves, below tau by a relative margin, with no log
+                fit = F.relu(dist / tau - 0.6).mean()
+            cost = {"share": m.sum() / (h * w), "sum": m.sum(), "none": 0.0}[size_cost]
+            loss = fit + lam * cost
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if train_model:
+                model.encoder.weight.data += 0.01
+            met = (dist.detach() <= tau).float().mean().item() >= target
+            share = m.detach().mean().item()
+            if keep == "last" or (keep == "smallest" and met and share < best[2]) or (keep == "unmet" and share < best[2]):
+                best = (m.detach().clone().cpu(), p.detach().clone().cpu(), share)
+            lam = (lam * 1.2 if met else lam / 1.2) if adapt else lam
+        return best
+    return search
+
+
+@pytest.mark.parametrize("fn", [_search(), _search(size_cost="sum"), _search(hinge="scores"), _search(adapt=False,
+                                                                                                        size_cost="sum")])
+def test_the_search_check_accepts_every_working_search(fn):
+    """The reference, a size cost summed rather than averaged (lam adapts to the scale), a hinge on the scores
+    themselves, and a fixed but heavy size cost: each finds the toy's key."""
+    assert "of the key" in checks.verify_search(fn)
+
+
+@pytest.mark.parametrize("wrong, says", [
+    (_search(size_cost="none"), "Is its size part of the loss"),
+    (_search(adapt=False), "Is its size part of the loss"),  # a fixed lam of 1e-3 is too light to shrink the mask
+    (_search(squash=False), "both must stay in [0, 1]"),
+    (_search(sign=-1.0), "no mask made 80%"),
+    (_search(keep="last"), "keep in best only a mask that met the target"),
+    (_search(keep="unmet"), "keep in best only a mask that met the target"),
+    (_search(train_model=True), "the model's weights changed"),
+])
+def test_the_search_check_catches_each_realistic_mistake(wrong, says):
+    with pytest.raises(AssertionError, match=re.escape(says)):
+        checks.verify_search(wrong)
+
+
+def test_the_search_check_catches_a_share_that_is_not_the_masks():
+    def stale(*args, **kwargs):
+        mask, pattern, share = reverse_engineer(*args, **kwargs)
+        return mask, pattern, share * 2
+    with pytest.raises(AssertionError, match="share is the mask's mean"):
+        checks.verify_search(stale)
+    with pytest.raises(AssertionError, match=re.escape("return three things")):
+        checks.verify_search(lambda *a, **k: reverse_engineer(*a, **k)[:2])
+

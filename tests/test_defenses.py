@@ -157,6 +157,30 @@ def mnist_scenarios():
 
 
 @requires_data
+def test_find_trigger_runs_the_search_it_is_given_on_a_frozen_model(scenario):
+    """Lesson 04 hands find_trigger the learner's search: it runs on the scenario's model, which takes no gradient
+    meanwhile (a learner's search need not freeze it) and is left as it was, trainable and unchanged."""
+    seen = []
+    weights = [p.detach().clone() for p in scenario.model.encoder.parameters()]
+
+    def search(model, images, tau, steps, target):
+        seen.append((model is scenario.model, any(p.requires_grad for p in model.encoder.parameters()),
+                     tuple(images.shape[1:]), steps, target))
+        return defenses.reverse_engineer(model, images, tau, steps=steps, target=target)
+    found = defenses.find_trigger(scenario, target=0.7, steps=50, search=search)
+    assert seen == [(True, False, tuple(scenario.x_train.shape[1:]), 50, 0.7)]
+    assert found["mask"] is not None and found["share"] < 1.0
+    failed = defenses.find_trigger(scenario, steps=50, search=lambda *args, **kwargs: (None, None, 1.0))
+    assert (failed["mask"], failed["share"], failed["held_out_pass_rate"]) == (None, 1.0, 0.0)
+    assert all(p.requires_grad for p in scenario.model.encoder.parameters())
+    assert all(torch.equal(a, b.detach()) for a, b in zip(weights, scenario.model.encoder.parameters()))
+    nested = torch.nn.Linear(2, 2)
+    nested.bias.requires_grad_(False)
+    with defenses.frozen(nested), defenses.frozen(nested):
+        assert not any(p.requires_grad for p in nested.parameters())
+    assert nested.weight.requires_grad and not nested.bias.requires_grad
+
+
 def test_on_mnist_reverse_engineering_flags_only_the_backdoor(mnist_scenarios):
     # measured over classes 0-2 x seeds 0-2: BadSAD masks 2-3% of the image, naive models 49-77%;
     # unlearning then cuts the ASR by 0.01 to 0.9 depending on the model, at no AUC cost
