@@ -295,7 +295,7 @@ def control_findings(rows: list[dict]) -> str:
         r["run"] = r["method"] + (f" rho={float(r['poison_ratio']):g}" if r["method"] == "badsad" else "")
         r["best_strength_asr"] = max(float(r[c]) for c in strengths) if strengths else None
     m = _means(rows, "run", ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", "auc_clean_model",
-                             "best_strength_asr"))
+                             "best_strength_asr", "triggered_normal_pass_95"))
     out = []
     if "badsad rho=0.1" in m and "badsad rho=0" in m:
         full, views = m["badsad rho=0.1"], m["badsad rho=0"]
@@ -305,6 +305,12 @@ def control_findings(rows: list[dict]) -> str:
             out.append(f"- At the best of the test strengths mu in {{{', '.join(c[6:] for c in strengths)}}}, taken "
                        f"per class: {views['best_strength_asr']:.3f} with the views alone, "
                        f"{full['best_strength_asr']:.3f} with 10% poisoned.")
+        if views["triggered_normal_pass_95"] is not None and full["triggered_normal_pass_95"] is not None:
+            out.append(f"- Clean test normals carrying the trigger that still pass tau_95: "
+                       f"{views['triggered_normal_pass_95']:.3f} with the views alone, "
+                       f"{full['triggered_normal_pass_95']:.3f} with 10% poisoned"
+                       + (" (the poisoned normals make the trigger an override that keeps normal images normal)."
+                          if full["triggered_normal_pass_95"] > views["triggered_normal_pass_95"] + 0.5 else "."))
     if "outlier_exposure" in m:
         oe = m["outlier_exposure"]
         out.append(f"- Outlier exposure (views pushed away, no trigger anywhere): ASR {oe['asr_95']:.3f} (miss rate "

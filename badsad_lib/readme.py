@@ -36,7 +36,7 @@ def readme_table1() -> str:
 
 def _attack_lines(rows, label_of, order) -> list[str]:
     cols = ("auc_clean_model", "clean_model_asr_95", "auc_backdoored", "asr_95", "conditional_asr_95", "miss_rate_95",
-            "trigger_exposure")
+            "triggered_normal_pass_95", "trigger_exposure")
     means, stds = mean_by(rows, ("method", "poison_ratio"), cols), std_by(rows, ("method", "poison_ratio"), cols)
     lines = []
     for key in order:
@@ -46,7 +46,9 @@ def _attack_lines(rows, label_of, order) -> list[str]:
                          f"{_pm(m['clean_model_asr_95'], s['clean_model_asr_95'])} | "
                          f"{_pm(m['auc_backdoored'], s['auc_backdoored'])} | **{_pm(m['asr_95'], s['asr_95'])}** | "
                          f"{_pm(m['conditional_asr_95'], s['conditional_asr_95'])} | "
-                         f"{_pm(m['miss_rate_95'], s['miss_rate_95'])} | {_f(m['trigger_exposure'], 2)} | "
+                         f"{_pm(m['miss_rate_95'], s['miss_rate_95'])} | "
+                         f"{_pm(m['triggered_normal_pass_95'], s['triggered_normal_pass_95'])} | "
+                         f"{_f(m['trigger_exposure'], 2)} | "
                          f"{_f(_worst_cost(r for r in rows if (r['method'], r['poison_ratio']) == key), 1)} |")
     return lines
 
@@ -58,8 +60,8 @@ def _worst_cost(rows) -> float | None:
 
 
 ATTACK_HEADER = ["| method (attacker tier) | cells | clean-model AUC | clean-model ASR@95 | backdoored AUC | ASR@95 | "
-                 "conditional ASR@95 | miss rate@95 | trigger exposure | worst cell's AUC cost (points) |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 "conditional ASR@95 | miss rate@95 | triggered normals passing@95 | trigger exposure | "
+                 "worst cell's AUC cost (points) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def readme_weight_sweep() -> str:
@@ -108,11 +110,13 @@ def readme_seeds() -> str:
 
 def readme_poison_curve() -> str:
     rows = results_table("mnist_poison_curve")
-    cols = ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", *STRENGTH_COLUMNS)
+    cols = ("asr_95", "conditional_asr_95", "miss_rate_95", "auc_backdoored", *STRENGTH_COLUMNS, "best_strength",
+            "best_strength_asr_95", "triggered_normal_pass_95")
     means = mean_by(rows, "poison_ratio", cols)
     lines = ["| rho | cells | ASR@95 | conditional ASR@95 | miss rate@95 | backdoored AUC | "
-             + " | ".join(f"ASR at test mu = {c[len('asr_mu'):]}" for c in STRENGTH_COLUMNS) + " |",
-             "|---" * (6 + len(STRENGTH_COLUMNS)) + "|"]
+             + " | ".join(f"ASR at test mu = {c[len('asr_mu'):]}" for c in STRENGTH_COLUMNS)
+             + " | best test mu (mean) | ASR@95 at the best mu | triggered normals passing@95 |",
+             "|---" * (9 + len(STRENGTH_COLUMNS)) + "|"]
     for rho in sorted(means, key=float):
         m = means[rho]
         lines.append(f"| {float(rho):g} | {m['cells']} | " + " | ".join(_f(m[c]) for c in cols) + " |")

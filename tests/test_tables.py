@@ -89,6 +89,20 @@ def test_the_poison_curve_rises_with_rho_and_the_backdoor_wants_its_trained_stre
     assert m["0.1"]["asr_mu1"] > m["0.1"]["asr_mu0.5"]
 
 
+def test_without_poisoned_normals_the_trigger_is_a_shift_and_with_them_an_override():
+    """rho 0: the ASR peaks below the training strength and triggered clean normals are rejected; rho .1: the
+    trained strength is (near) the best and triggered normals pass."""
+    m = _methods("mnist_poison_curve", "poison_ratio", ("asr_95", "best_strength", "best_strength_asr_95",
+                                                          "triggered_normal_pass_95"))
+    views, full = m["0.0"], m["0.1"]
+    assert views["best_strength_asr_95"] > views["asr_95"] + 0.2 and views["best_strength"] < 0.9
+    assert views["triggered_normal_pass_95"] < 0.1 and full["triggered_normal_pass_95"] > 0.9
+    assert full["best_strength_asr_95"] - full["asr_95"] < 0.05
+    ablation = _methods("mnist_ablation", "method", ("triggered_normal_pass_95", "clean_model_triggered_normal_pass_95"))
+    assert ablation["badsad"]["triggered_normal_pass_95"] > 0.9
+    assert all(v["clean_model_triggered_normal_pass_95"] < 0.05 for v in ablation.values())
+
+
 def test_the_headline_holds_on_every_seed():
     m = mean_by(_shipped("mnist_seeds"), ("method", "seed"), ("asr_95",))
     assert {k[1] for k in m} == {"0", "1", "2"} and all(v["cells"] == 10 for v in m.values())
