@@ -84,6 +84,31 @@ def test_every_standard_quantile_convention_is_accepted(method):
         lambda u, v: torch.exp(-torch.cdist(u, v) ** 2 / (2 * s))), "no factor 2"),
     (checks.verify_der, lambda ab, aa, ub, ua: (ab - aa - (ub - ua) + 1) / 2, "clip each drop at 0"),
     (checks.verify_spectral, lambda c: (c @ np.linalg.svd(c, full_matrices=False)[2][0]) ** 2, "centre the codes"),
+    (checks.verify_spectral, lambda c: (c - c.mean(0)) @ np.linalg.svd(c - c.mean(0), full_matrices=False)[2][0],
+     "spectral scores of 40 codes"),  # not squared
+    (checks.verify_center, lambda codes, eps: (lambda c: torch.where(c.abs() < eps, torch.full_like(c, eps), c))(
+        codes.mean(0)), "keep the sign"),
+    (checks.verify_center, lambda codes, eps: (lambda c: torch.where((c.abs() < eps) & (c != 0), torch.sign(c) * eps,
+                                                                     c))(codes.mean(0)), "exactly 0"),
+    (checks.verify_threshold, lambda s, q: np.percentile(s, q / 100), "between"),  # q read on the 0-1 scale
+    (checks.verify_stamp, lambda x, m, mu: x * (1 - m) + m, "should all equal mu"),  # mu ignored
+    (checks.verify_stamp, lambda x, m, mu: (x * (1 - m) + mu * m)[0], "expected shape"),
+    (checks.verify_asr, lambda s, t: float(np.mean(s > t)), "expected ASR"),  # the caught share
+    (checks.verify_concentration, lambda z, c: ((z - c) ** 2).sum(), "sum over the images"),
+    (checks.verify_concentration, lambda z, c: (z - c).abs().sum(1).mean(), "concentration term of 16 codes"),
+    (checks.verify_separation, lambda z, c, eta: -eta * (1 / (((z - c) ** 2).sum(1) + 1e-6)).mean(), "negative"),
+    (checks.verify_separation, lambda z, c, eta: eta * ((z - c) ** 2).sum(1).mean(), "inverse distance"),
+    (checks.verify_mmd, lambda a, b, s: (lambda k: k(a, a).mean() + k(b, b).mean() - k(a, b).mean())(
+        lambda u, v: torch.exp(-torch.cdist(u, v) ** 2 / s)), "with itself must be 0"),  # cross term once
+    (checks.verify_mmd, lambda a, b, s: (lambda k: k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean())(
+        lambda u, v: torch.exp(-torch.cdist(u, v) / s)), "two standard normal samples"),  # distance not squared
+    (checks.verify_der, lambda ab, aa, ub, ua: (max(0.0, ab - aa) - (ub - ua) + 1) / 2, "clip each drop at 0"),
+    (checks.verify_der, lambda ab, aa, ub, ua: max(0.0, ab - aa) - max(0.0, ub - ua), "expected DER"),  # not rescaled
+    (checks.verify_erase, lambda x, k: (lambda out: (out.__setitem__((..., slice(0, k), slice(0, k)), 0), out)[1])(
+        x.clone()), "some corner pixel is not 0"),  # the top-left corner only
+    (checks.verify_erase, lambda x, k: (lambda out: (out.__setitem__((..., slice(0, k)), 0),
+                                                     out.__setitem__((..., slice(-k, None)), 0), out)[2])(x.clone()),
+     "outside the four corners"),  # whole bands of rows
 ])
 def test_wrong_answers_get_specific_feedback(verify, wrong, message):
     with pytest.raises(AssertionError, match=message):
