@@ -98,12 +98,16 @@ class DefenseResult:
 
 def scenario_for(spec, split, model: DeepSAD, trigger=None) -> Scenario:
     """The scenario of ``model`` backdoored by run ``spec`` on ``split`` (the training set is rebuilt from the spec;
-    ``trigger``: the attack's own, when it was not ``spec.trigger``)."""
+    a clean run's is the split's own, with nothing poisoned; ``trigger``: the attack's own, when it was not
+    ``spec.trigger``)."""
     from .attack import poisoned_training_set
     from .triggers import trigger_for
 
     trigger = trigger_for(split.x_train, spec.trigger) if trigger is None else trigger
-    x_train, semi, poisoned = poisoned_training_set(spec, split, trigger)
+    if spec.attacked:
+        x_train, semi, poisoned = poisoned_training_set(spec, split, trigger)
+    else:  # a clean run trained on the split as it is: nothing poisoned
+        x_train, semi, poisoned = split.x_train, split.semi_targets, np.array([], dtype=np.int64)
     return Scenario(model, x_train, semi, split.x_val, split.x_test, split.y_test, trigger, float(spec.strength),
                     poisoned)
 

@@ -201,10 +201,11 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
                   labeled_ratio=spec.labeled_ratio, known_anomaly_class=spec.known_anomaly_class, device=str(device),
                   threads=torch.get_num_threads(), trigger=spec.trigger, strength=spec.strength,
                   clean_model={**_trigger_part(clean), "stack": clean_model.stack_})
-    if not spec.attacked:
+    if not spec.attacked:  # defenses on a clean model are negative controls: what they flag with nothing to find
+        defended = _defend(spec, split, clean_model) if spec.defenses else None
         cell = CellResult(**common, **_trainer(clean_model), auc=clean["auc"], threshold=clean["threshold"], miss_rate=clean["miss_rate"],
                           counts=split.counts(), final_loss=clean_model.history_[-1] if clean_model.history_ else None,
-                          seconds=time.perf_counter() - start)
+                          defenses=defended, seconds=time.perf_counter() - start)
         return RunResult(spec, split, clean_model, None, trigger, np.array([], dtype=np.int64), cell)
     weights = weights or weights_of(spec)
     if backdoored_model is None:
@@ -212,11 +213,7 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
     else:
         backdoored, poisoned = backdoored_model, poisoned_training_set(spec, split, trigger)[2]
     bad = backdoor_metrics(backdoored, split, trigger, spec.strength)
-    defended = None
-    if spec.defenses:
-        from .defenses import run_defenses, scenario_for
-
-        defended = run_defenses(spec.defenses, scenario_for(spec, split, backdoored))
+    defended = _defend(spec, split, backdoored) if spec.defenses else None
     n_dataset_poisoned = int((poisoned < len(split.x_train)).sum())
     cell = CellResult(**common, **_trainer(backdoored), tier=TIERS[spec.method], poison_ratio=spec.poison_ratio, n_poisoned=n_dataset_poisoned,
                       n_synthetic_triggered=int(len(poisoned) - n_dataset_poisoned),
@@ -227,6 +224,13 @@ def run(spec: RunSpec, *, root=None, download: bool = False, device=None, progre
                       weights=asdict(weights), defenses=defended,
                       seconds=time.perf_counter() - start)
     return RunResult(spec, split, clean_model, backdoored, trigger, poisoned, cell)
+
+
+def _defend(spec: RunSpec, split, model: DeepSAD) -> list[dict]:
+    """The spec's defenses run on ``model`` (the backdoored one, or the clean one of a clean run)."""
+    from .defenses import run_defenses, scenario_for
+
+    return run_defenses(spec.defenses, scenario_for(spec, split, model))
 
 
 def _trainer(model: DeepSAD) -> dict:

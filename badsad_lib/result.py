@@ -135,7 +135,7 @@ class CellResult:
         return "/".join(f"{self.weights[k]:g}" for k in ("concentration", "alignment", "separation"))
 
     def defense_rows(self) -> list[dict]:
-        """One row per defense run on this cell's backdoored model."""
+        """One row per defense run on this cell's model (the backdoored one; a clean run's clean one)."""
         rows = []
         for d in self.defenses or []:
             details = d.get("details", {})

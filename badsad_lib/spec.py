@@ -84,8 +84,6 @@ class RunSpec:
         if unknown:
             raise ValueError(f"unknown defense(s) {', '.join(map(repr, unknown))}: choose from {', '.join(DEFENSES)}")
         defenses = tuple(d for d in DEFENSES if d in self.defenses)  # each runs on its own: one order per run
-        if defenses and self.method == CLEAN:
-            raise ValueError("defenses need an attacked model: choose an attack method, not 'clean'")
         put(self, "defenses", defenses)
         put(self, "weights", _check_weights(self.weights, self.method))
 

@@ -116,6 +116,19 @@ def test_reverse_engineering_finds_a_small_key_only_in_the_backdoored_model(scen
     assert not defenses.reverse_trigger(naive_scenario).details["flagged"]
 
 
+def test_defenses_on_a_clean_model_are_negative_controls():
+    # a clean run's defenses see the split as it is (nothing poisoned), so they can only false-flag; measured on
+    # digits class 0: spectral flags 18% of the training normals, STRIP 8% of test normals, no small key is found
+    spec = RunSpec("digits", 0, method="clean", defenses=("spectral", "strip", "reverse_trigger"))
+    cell = run(spec).cell
+    rows = {r["defense"]: r for r in cell.defense_rows()}
+    assert set(rows) == {"spectral", "strip", "reverse_trigger"} and cell.auc > 0.95
+    assert rows["spectral"]["tpr"] is None and 0 <= rows["spectral"]["fpr"] < 0.5
+    assert rows["strip"]["tpr"] < 0.5 and rows["strip"]["fpr"] < 0.2
+    assert rows["reverse_trigger"]["flagged"] == 0 and rows["reverse_trigger"]["mask_share"] > 0.1
+    assert rows["strip"]["asr_before"] < 0.1  # a clean detector rejects triggered anomalies
+
+
 def test_unknown_defense_and_bad_ratio_are_refused(scenario):
     with pytest.raises(ValueError, match="unknown defense 'magic'.*spectral"):
         defenses.run_defense("magic", scenario)
