@@ -140,7 +140,8 @@ def readme_defenses(name: str = "mnist_defenses") -> str:
     for (method, trigger, defense), m in means.items():
         after = "" if m["auc_after"] is None else f" → {_f(m['auc_after'])}"
         asr_after = "" if m["asr_after"] is None else f" → {_f(m['asr_after'])}"
-        detect = "-" if m["tpr"] is None else f"{_f(m['tpr'], 2)} / {_f(m['fpr'], 2)}"
+        detect = "-" if m["tpr"] is None and m["fpr"] is None else \
+            f"{'-' if m['tpr'] is None else _f(m['tpr'], 2)} / {_f(m['fpr'], 2)}"  # no tpr: nothing poisoned
         flagged = "-" if m["flagged"] is None else f"{round(m['flagged'] * m['cells'])} of {m['cells']}"
         lines.append(f"| {method} | {trigger} | {DEFENSE_LABELS.get(defense, defense)} | {_f(m['auc_before'])}{after} "
                      f"| {_f(m['asr_before'])}{asr_after} | {_f(m['der'], 2)} | {detect} | "
