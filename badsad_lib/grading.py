@@ -144,15 +144,24 @@ def nbgrader_notebook(solution):
     return nb
 
 
+# nbgrader runs each cell for at most 30 s by default; a lesson's training cells take minutes on a laptop's CPU
+NBGRADER_CONFIG = """c = get_config()  # noqa: F821 (nbgrader's config loader defines it)
+c.ExecutePreprocessor.timeout = 1200  # seconds per cell: the lessons train real models
+"""
+
+
 def export_nbgrader(out, notebooks=None) -> list[Path]:
     """Write each solution notebook (default: the course's) as ``out/source/lessonNN/<name>.ipynb``, an nbgrader
-    course's source folder (``nbgrader_notebook``); returns the paths. Then, in ``out``: ``nbgrader
+    course's source folder (``nbgrader_notebook``), and ``out/nbgrader_config.py`` with a per-cell timeout that
+    fits the lessons' training (unless one is there); returns the notebooks' paths. Then, in ``out``: ``nbgrader
     generate_assignment lessonNN`` makes the learners' copies, ``nbgrader autograde lessonNN`` scores theirs."""
     from .io import ensure_output_dir, write_text
 
     nbformat, _ = _nbclient()
     notebooks = sorted(SOLUTIONS.glob("*.ipynb")) if notebooks is None else [Path(n) for n in notebooks]
     out = ensure_output_dir(out)
+    if not (out / "nbgrader_config.py").exists():  # an instructor's own config is kept
+        write_text(out / "nbgrader_config.py", NBGRADER_CONFIG)
     written = []
     for notebook in notebooks:
         nb = nbgrader_notebook(notebook)
