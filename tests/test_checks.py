@@ -237,14 +237,6 @@ def test_every_check_names_an_exercise_of_its_lesson():
     assert named == {e for exercises in checks.EXERCISES.values() for e in exercises}
 
 
-class _Config:
-    """traitlets' Config in miniature: attribute access makes sections."""
-    def __getattr__(self, name):
-        section = _Config()
-        setattr(self, name, section)
-        return section
-
-
 def test_the_nbgrader_export_marks_every_answer_and_grades_it_by_the_checks_verdict(tmp_path):
     """Each exercise: one answer cell with nbgrader's delimiters around the solution, one locked 1-point test cell
     that passes exactly when the check's verdict is "done"; every other cell locked."""
@@ -255,9 +247,11 @@ def test_the_nbgrader_export_marks_every_answer_and_grades_it_by_the_checks_verd
 
     written = export_nbgrader(tmp_path)
     assert [p.relative_to(tmp_path).parts[:2] for p in written] == [("source", f"lesson{n}") for n in checks.EXERCISES]
-    config = {}
-    exec((tmp_path / "nbgrader_config.py").read_text(), {"get_config": lambda: config.setdefault("c", _Config())})
-    assert config["c"].ExecutePreprocessor.timeout >= 600  # nbgrader's 30 s default kills the training cells
+    from traitlets.config import Config  # what nbgrader's loader hands the file as c
+
+    config = Config()
+    exec((tmp_path / "nbgrader_config.py").read_text(), {"get_config": lambda: config})
+    assert config.ExecutePreprocessor.timeout >= 600  # nbgrader's 30 s default kills the training cells
     for path in written:
         lesson = path.parent.name[-2:]
         nb = nbformat.read(path, as_version=4)
