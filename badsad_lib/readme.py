@@ -96,13 +96,15 @@ def readme_ablation(name: str) -> str:
     return "\n".join(ATTACK_HEADER + _attack_lines(rows, label, order))
 
 
-def readme_seeds() -> str:
-    rows = results_table("mnist_seeds")
+def readme_seeds(name: str = "mnist_seeds") -> str:
+    """Per method and seed, mean +- std over the classes of a multi-seed table."""
+    rows = results_table(name)
     cols = ("auc_clean_model", "auc_backdoored", "asr_95", "miss_rate_95")
     lines = ["| method | seed | cells | clean-model AUC | backdoored AUC | ASR@95 | miss rate@95 |",
              "|---|---|---|---|---|---|---|"]
     means, stds = mean_by(rows, ("method", "seed"), cols), std_by(rows, ("method", "seed"), cols)
-    for key in sorted(means, key=lambda k: (k[0] != "naive", int(k[1]))):
+    order = ("naive", "alignment", "concentration", "badsad")
+    for key in sorted(means, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[0], int(k[1]))):
         m, s = means[key], stds[key]
         lines.append(f"| {key[0]} | {key[1]} | {m['cells']} | " + " | ".join(_pm(m[c], s[c]) for c in cols) + " |")
     return "\n".join(lines)
@@ -215,6 +217,7 @@ README_TABLES = {"deepsad_table1": readme_table1, "mnist_ablation": lambda: read
                  "mnist_paper_attack": lambda: readme_ablation("mnist_paper_attack"),
                  "mnist_weight_sweep": readme_weight_sweep,
                  "mnist_poison_curve": readme_poison_curve, "mnist_seeds": readme_seeds,
+                 "mnist_ablation_seeds": lambda: readme_seeds("mnist_ablation_seeds"),
                  "mnist_defenses": readme_defenses,
                  "mnist_defense_controls": lambda: readme_defenses("mnist_defense_controls"), "speed": readme_speed,
                  "speed_against": readme_speed_against, "grids": readme_grids}
