@@ -259,6 +259,10 @@ def _completed_pairs(executor, futures, own: bool):
         except BrokenProcessPool:
             if own and _interrupted(executor):  # a worker saw the group's Ctrl-C before this process did
                 raise KeyboardInterrupt from None
+            if own:  # the group's Ctrl-C may still be on its way here (its KeyboardInterrupt arrives in the wait),
+                time.sleep(1.0)  # or the pool may have reaped the worker that left with 130 before we looked
+                if _interrupted(executor):
+                    raise KeyboardInterrupt from None
             raise
 
 
