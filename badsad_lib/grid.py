@@ -257,10 +257,9 @@ def _completed_pairs(executor, futures, own: bool):
         try:
             yield fut, fut.result()
         except BrokenProcessPool:
-            if own and _interrupted(executor):  # a worker saw the group's Ctrl-C before this process did
-                raise KeyboardInterrupt from None
-            if own:  # the group's Ctrl-C may still be on its way here (its KeyboardInterrupt arrives in the wait),
-                time.sleep(1.0)  # or the pool may have reaped the worker that left with 130 before we looked
+            if own:  # a worker that saw the group's Ctrl-C before this process did broke the pool
+                if not _interrupted(executor):  # this process's own Ctrl-C may still be on its way (it arrives in
+                    time.sleep(1.0)             # the wait), or the worker's exit code 130 not yet recorded
                 if _interrupted(executor):
                     raise KeyboardInterrupt from None
             raise

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .result import STRENGTH_COLUMNS
 from .summaries import _floats, _pm, mean_by, std_by
-from .tables import RESULTS, TABLES, manifest, results_table
+from .tables import ABLATION, RESULTS, TABLES, manifest, results_table
 
 
 PAPER_TABLE1 = {"mnist": 96.7, "fmnist": 90.5}  # DeepSAD mean AUC (%), gamma_l = .05, as Table 1 is usually quoted
@@ -103,8 +103,8 @@ def readme_seeds(name: str = "mnist_seeds") -> str:
     lines = ["| method | seed | cells | clean-model AUC | backdoored AUC | ASR@95 | miss rate@95 |",
              "|---|---|---|---|---|---|---|"]
     means, stds = mean_by(rows, ("method", "seed"), cols), std_by(rows, ("method", "seed"), cols)
-    order = ("naive", "alignment", "concentration", "badsad")
-    for key in sorted(means, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[0], int(k[1]))):
+    for key in sorted(means, key=lambda k: (ABLATION.index(k[0]) if k[0] in ABLATION else len(ABLATION), k[0],
+                                            int(k[1]))):
         m, s = means[key], stds[key]
         lines.append(f"| {key[0]} | {key[1]} | {m['cells']} | " + " | ".join(_pm(m[c], s[c]) for c in cols) + " |")
     return "\n".join(lines)
