@@ -24,6 +24,21 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_are_left_as_found():
+    """A test that changes torch's thread count must put it back. One that did not (2 threads left in a
+    worker while a notebook kernel used the other core) made every later training in that worker 15-40x
+    slower: the two threads of each tiny operation wait on each other when one core is taken."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)
+        pytest.fail(f"this test left torch at {after} threads (it found {before}); restore them in a finally")
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")

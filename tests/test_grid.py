@@ -160,9 +160,13 @@ def test_stale_temporary_files_are_cleaned_and_fresh_ones_kept(tmp_path):
 
 
 def test_cells_run_on_one_thread_whatever_the_jobs(tmp_path):
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
-    result = run_grid(make_specs(["digits"], [3], [0], ["naive"]), tmp_path, progress=False)[0]
-    assert result["threads"] == 1 and torch.get_num_threads() == 2
+    try:
+        result = run_grid(make_specs(["digits"], [3], [0], ["naive"]), tmp_path, progress=False)[0]
+        assert result["threads"] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     made_by = result["made_by"]  # which node and which code computed it
     assert made_by["host"] and "torch" in made_by["machine"] and len(made_by["source"]) == 12
     cell = json.loads(grid.cell_path(tmp_path, RunSpec("digits", 3, method="naive")).read_text())
