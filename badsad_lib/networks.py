@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .polyphase import run
 from .registry import Architecture, dataset_info
 
 
@@ -29,6 +30,15 @@ def architecture(dataset: str) -> Architecture:
 
 def _bn2d(c: int, bias: bool = False) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, eps=1e-4, affine=bias)
+
+
+class LeNet(nn.Sequential):
+    """A network's layers in order, as nn.Sequential holds them (same state dict); its forward computes the
+    conv -> BatchNorm -> LeakyReLU -> max-pool and upsample -> transposed-conv blocks on 2 x 2 phase grids
+    (``polyphase``), the same maths in fewer, wider convolutions, and calls every other layer as it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run(list(self), x)
 
 
 def build_encoder(dataset: str, bias: bool = False) -> nn.Sequential:
@@ -51,7 +61,7 @@ def build_encoder(dataset: str, bias: bool = False) -> nn.Sequential:
                    nn.LeakyReLU()]
         features = width
     layers.append(nn.Linear(features, a.rep_dim, bias=bias))
-    return nn.Sequential(*layers)
+    return LeNet(*layers)
 
 
 def build_decoder(dataset: str, bias: bool = False) -> nn.Sequential:
@@ -70,7 +80,7 @@ def build_decoder(dataset: str, bias: bool = False) -> nn.Sequential:
         layers.append(nn.ConvTranspose2d(channels, out, kernel, bias=bias, padding=padding))
         layers += [_bn2d(out, bias), nn.LeakyReLU()] if i < len(a.decoder) - 1 else [nn.Sigmoid()]
         channels = out
-    return nn.Sequential(*layers)
+    return LeNet(*layers)
 
 
 class Autoencoder(nn.Module):

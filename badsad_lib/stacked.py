@@ -5,7 +5,8 @@ channels), so a GPU trains K models in the kernels of one.
 Layouts: images go in as (K, B, C, H, W), model k's batch in row k; inside, 4-d activations are
 (B, K * C, H, W) with model k's channels in block k, and 2-d ones (K, B, F). Every layer acts on each
 model's block alone, with that model's weights and BatchNorm statistics, so the maths is that of K
-separate networks. With K = 1 each stacked layer makes the very call the original layer makes (the
+separate networks. The layers run as a network's own do (``polyphase.run``: its conv blocks on phase
+grids, with K groups). With K = 1 each stacked layer makes the very call the original layer makes (the
 same operator, arguments and memory format), so a stack of one gives the original network's numbers
 bit for bit; with K > 1 the same sums are split differently, so numbers agree up to float rounding.
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .networks import in_memory_format, memory_format_for
+from .polyphase import run
 
 _ELEMENTWISE = (nn.LeakyReLU, nn.MaxPool2d, nn.Upsample, nn.Sigmoid)
 
@@ -37,6 +39,12 @@ class _Conv(nn.Module):
     def forward(self, x):
         conv = F.conv_transpose2d if self.transposed else F.conv2d
         return conv(x, self.weight, self.bias, self.stride, self.padding, groups=self.k)
+
+    def phase_spec(self):
+        """What ``polyphase`` needs to run this layer's blocks on phases: (weight, bias, padding, groups, transposed)."""
+        if tuple(self.stride) != (1, 1) or self.padding[0] != self.padding[1]:
+            return None
+        return self.weight, self.bias, self.padding[0], self.k, self.transposed
 
     def split(self):
         chunk = len(self.weight) // self.k
@@ -167,9 +175,7 @@ class StackedNetwork(nn.Module):
         k, b, c, h, w = x.shape
         if k != self.k:
             raise ValueError(f"a stack of {self.k} networks takes (K={self.k}, B, C, H, W) images, got {tuple(x.shape)}")
-        out = in_memory_format(x.transpose(0, 1).reshape(b, k * c, h, w), self.device)
-        for layer in self.layers:
-            out = layer(out)
+        out = run(list(self.layers), in_memory_format(x.transpose(0, 1).reshape(b, k * c, h, w), self.device))
         if out.ndim == 4:  # reconstructions (B, K * C, H, W) -> (K, B, C, H, W)
             return out.reshape(b, k, c, out.shape[2], out.shape[3]).transpose(0, 1)
         return out
