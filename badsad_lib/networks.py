@@ -6,6 +6,9 @@ mapping everything onto the center (the trivial solution; lesson 01 shows it).
 Encoders map (N, C, H, W) images to (N, rep_dim) codes; decoders mirror them with transposed
 convolutions and nearest-neighbour upsampling, ending in a sigmoid (images in [0, 1]).
 
+Both are ``LeNet``s: nn.Sequential's layers and state dict, with a forward that computes the conv blocks on
+2 x 2 phase grids (``polyphase``), the same maths in fewer, wider convolutions.
+
 ``place(module, device)`` moves a network to its device in the memory format that is fastest
 there: channels-last on the CPU, where oneDNN then runs the transposed convolutions (the default
 layout falls back to a slow im2col path) and max-pooling is several times faster; the default

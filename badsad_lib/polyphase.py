@@ -60,7 +60,7 @@ def _encoder_taps(k: int, p: int) -> tuple[torch.Tensor, int] | None:
     if low != -high or 4 * (high - low + 1) ** 2 > 1.5 * k * k:
         return None  # uneven, or more than 1.5x the arithmetic (k = 3: 4x; k = 5: 1.44x)
     size = high - low + 1
-    taps = torch.zeros(2, 2, size, k, dtype=torch.float64)
+    taps = torch.zeros(2, 2, size, k)  # float32: exact for these small counts, and on every device (MPS has no float64)
     for a, r, q, d in entries:
         taps[a, r, q - low, d] = 1.0
     return taps.reshape(4 * size, k), -low
@@ -79,7 +79,7 @@ def _decoder_taps(k: int, p: int, size_in: int) -> tuple[torch.Tensor, int] | No
     size, pad = high - low + 1, -low
     if pad < 0 or size_in + 2 * pad - size + 1 != out // 2:
         return None
-    taps = torch.zeros(2, size, k, dtype=torch.float64)
+    taps = torch.zeros(2, size, k)
     for a, o, d in entries:
         taps[a, o - low, d] += 1.0
     return taps.reshape(2 * size, k), pad
