@@ -51,7 +51,7 @@ def depth_to_space(z: torch.Tensor, groups: int = 1) -> torch.Tensor:
 
 # ------------------------------------------------------------------ kernels
 @lru_cache(maxsize=None)
-def _encoder_taps(k: int, p: int) -> tuple[torch.Tensor, int] | None:
+def _encoder_taps(k: int, p: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, int] | None:
     """0/1 matrix (2 * 2 * K, k) sending tap d of a k-tap, padding-p convolution to (output phase a, input
     phase r, offset q) with d = 2 q + r - a + p; and the phase convolution's padding. None where its padding
     would be uneven or it would do more than 1.5 times the plain convolution's arithmetic."""
@@ -60,14 +60,22 @@ def _encoder_taps(k: int, p: int) -> tuple[torch.Tensor, int] | None:
     if low != -high or 4 * (high - low + 1) ** 2 > 1.5 * k * k:
         return None  # uneven, or more than 1.5x the arithmetic (k = 3: 4x; k = 5: 1.44x)
     size = high - low + 1
-    taps = torch.zeros(2, 2, size, k)  # float32: exact for these small counts, and on every device (MPS has no float64)
+    taps = torch.zeros(2, 2, size, k)
     for a, r, q, d in entries:
         taps[a, r, q - low, d] = 1.0
-    return taps.reshape(4 * size, k), -low
+    return _kept(taps.reshape(4 * size, k), device, dtype), -low
+
+
+def _kept(taps: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A cached tap matrix on ``device`` in ``dtype``, made once (no copy to the device in a step loop) and never
+    an inference tensor, even when first asked for under ``torch.inference_mode`` (autograd could not use it)."""
+    with torch.inference_mode(False):
+        return taps.to(device=device, dtype=dtype, copy=True)
 
 
 @lru_cache(maxsize=None)
-def _decoder_taps(k: int, p: int, size_in: int) -> tuple[torch.Tensor, int] | None:
+def _decoder_taps(k: int, p: int, size_in: int, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, int] | None:
     """0/1 matrix (2 * K, k) summing the taps d of a k-tap, padding-p convolution of a 2x upsampled image
     into (output phase a, offset o) of the image before upsampling; and the padding. None where the phase
     convolution would need uneven padding or the output has an odd size."""
@@ -82,20 +90,19 @@ def _decoder_taps(k: int, p: int, size_in: int) -> tuple[torch.Tensor, int] | No
     taps = torch.zeros(2, size, k)
     for a, o, d in entries:
         taps[a, o - low, d] += 1.0
-    return taps.reshape(2 * size, k), pad
+    return _kept(taps.reshape(2 * size, k), device, dtype), pad
 
 
 def _regroup(w: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """taps @ w @ taps^T over the last two (kernel) dims of w (..., k, k)."""
-    t = taps.to(dtype=w.dtype, device=w.device)
-    return t @ w @ t.T
+    return taps @ w @ taps.T
 
 
 def encoder_kernel(weight: torch.Tensor, padding: int, groups: int = 1):
     """The phase form of a Conv2d weight (G*Co, Ci, k, k) with ``padding``: ((G*4*Co, 4*Ci, K, K), padding)
     for ``space_to_depth`` inputs and phase-ordered outputs; None if the geometry does not allow it."""
     gco, ci, k, _ = weight.shape
-    found = _encoder_taps(k, padding)
+    found = _encoder_taps(k, padding, weight.device, weight.dtype)
     if found is None:
         return None
     taps, pad = found
@@ -121,7 +128,7 @@ def decoder_kernel(weight: torch.Tensor, padding: int, size_in: int, groups: int
     nearest upsampling of a ``size_in``-pixel image: ((G*4*Co, Ci, K, K), padding) for the image before
     upsampling, outputs phase-ordered; None if the geometry does not allow it."""
     gci, co, k, _ = weight.shape
-    found = _decoder_taps(k, k - 1 - padding, size_in)
+    found = _decoder_taps(k, k - 1 - padding, size_in, weight.device, weight.dtype)
     if found is None:
         return None
     taps, pad = found

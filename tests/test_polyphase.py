@@ -135,3 +135,16 @@ def test_a_hooked_layer_runs_layer_by_layer_so_its_hook_sees_its_output():
     x = _images("mnist")
     assert _close(fast.encoder(x), plain.encoder(x))
     assert seen == [torch.Size([12, 8, 28, 28])]
+
+
+def test_a_network_first_run_under_inference_mode_still_trains():
+    """The cached tap matrices are made outside inference mode, whatever the first call ran under."""
+    polyphase._encoder_taps.cache_clear(), polyphase._decoder_taps.cache_clear()
+    ae = initialise(Autoencoder("mnist"), torch.Generator().manual_seed(0)).float()
+    x = _images("mnist").float()
+    with torch.inference_mode():
+        ae.eval()(x)
+    ae.train()
+    loss = ((ae(x) - x) ** 2).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.parameters())
