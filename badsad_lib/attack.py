@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -135,21 +136,33 @@ def masked_alignment(a: torch.Tensor, wa: torch.Tensor, b: torch.Tensor, wb: tor
     fixed shapes: weighted kernel means, and the bandwidth's median taken over the chosen pairs i != j at a
     positive distance (``nanmedian``: the lower middle value, as ``median``); 0 when either side has fewer than
     two rows. Equal up to rounding (``cdist``'s matrix-product path leaves its diagonal at rounding error, not 0,
-    which ``alignment`` would count; this form leaves the diagonal out)."""
+    which ``alignment`` would count; this form leaves the diagonal out).
+
+    Computed as: the median over one triangle of the symmetric distances (each pair once: the same lower middle
+    value as over both, at half the work), and the three MMD^2 terms as two quadratic forms p^T K q + r^T K r of
+    the summed kernels K, with p, q, r the weights over each side's count (no block slices)."""
     z, w = torch.cat([a, b]), torch.cat([wa, wb])
     d2 = torch.cdist(z, z) ** 2
-    both = w[:, None] * w[None, :]
-    pairs = d2.detach()
-    distinct = (pairs > 0) & (both > 0) & ~torch.eye(len(z), dtype=torch.bool, device=z.device)  # i != j, as exact
-    scale = torch.nanmedian(torch.where(distinct, pairs, torch.full_like(pairs, float("nan"))))
+    i, j, flat = _upper_pairs(len(z), z.device)
+    pairs, chosen = d2.detach().reshape(-1).index_select(0, flat), w.index_select(0, i) * w.index_select(0, j)
+    scale = torch.nanmedian(torch.where((pairs > 0) & (chosen > 0), pairs, torch.full_like(pairs, float("nan"))))
     scale = torch.where(torch.isnan(scale), torch.ones_like(scale), scale.clamp_min(1e-8))
-    n, wab = len(a), both
+    kernels = sum(torch.exp(d2 / (scale * -f)) for f in (0.25, 1.0, 4.0))
     sa, sb = wa.sum().clamp_min(1.0), wb.sum().clamp_min(1.0)
-    total = 0.0
-    for f in (0.25, 1.0, 4.0):
-        k = torch.exp(-d2 / (scale * f)) * wab
-        total = total + k[:n, :n].sum() / sa ** 2 + k[n:, n:].sum() / sb ** 2 - 2 * k[:n, n:].sum() / (sa * sb)
+    on_a = torch.cat([wa / sa, torch.zeros_like(wb)])  # p: side a's rows over its count
+    on_b = torch.cat([torch.zeros_like(wa), wb / sb])  # r: side b's rows over its count
+    # sum_ij K_ij (w_i w_j) [1/sa^2 on a x a, 1/sb^2 on b x b, -2/(sa sb) on a x b] = p^T K (p - 2r) + r^T K r
+    kq = kernels @ torch.stack([on_a - 2 * on_b, on_b], 1)
+    total = on_a @ kq[:, 0] + on_b @ kq[:, 1]
     return torch.where((wa.sum() >= 2) & (wb.sum() >= 2), total, torch.zeros_like(total))
+
+
+@lru_cache(maxsize=64)
+def _upper_pairs(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row, column and flat indices of the pairs i < j of ``size`` rows (cached; made outside inference mode)."""
+    with torch.inference_mode(False):
+        i, j = torch.triu_indices(size, size, offset=1, device=device)
+        return i, j, i * size + j
 
 
 @dataclass(frozen=True)
@@ -199,8 +212,19 @@ def _affine(imgs: torch.Tensor, rand, max_angle: float, scale: tuple[float, floa
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos * flip, -sin + shear, shift[:, 0]], 1),
                          torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(imgs.shape), align_corners=False)
-    return F.grid_sample(imgs, grid, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(imgs, _affine_grid(theta, imgs.shape[-2], imgs.shape[-1]), padding_mode="zeros",
+                         align_corners=False)
+
+
+def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, h, w), align_corners=False)`` for theta (B, 2, 3): (B, h, w, 2), written out
+    (x' = t00 x + t01 y + t02, y' = t10 x + t11 y + t12 on the pixel centres in [-1, 1]) instead of its batched
+    (h w x 3) @ (3 x 2) matrix products, which run slowly on the CPU at these shapes."""
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
+    t = theta[:, :, None, None, :]  # (B, 2, 1, 1, 3)
+    grid = t[..., 0] * xs.view(1, 1, 1, w) + t[..., 1] * ys.view(1, 1, h, 1) + t[..., 2]  # (B, 2, h, w)
+    return grid.permute(0, 2, 3, 1)
 
 
 def _uniform(generator: torch.Generator, device):
