@@ -55,6 +55,8 @@ def test_the_phase_blocks_compute_what_the_plain_layers_compute(dataset):
         assert _close(gx, gx0), "the gradient w.r.t. the images differs"
         assert all(_close(a, b) for a, b in zip(gw, gw0)), "a weight's gradient differs"
         assert all(_close(a.double(), b.double()) for a, b in zip(fast.buffers(), plain.buffers()))
+    with torch.no_grad():  # nothing to route a gradient to: the pool takes the values alone
+        assert _close(fast.encoder(x), plain.encoder(x)) and _close(fast(x), plain(x))
 
 
 def test_a_flat_background_changes_nothing_but_where_input_gradients_go():
