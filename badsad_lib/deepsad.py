@@ -84,7 +84,8 @@ def train_epochs(module: nn.Module, device: torch.device, n: int, batch_size: in
 
     The loop itself adds no wait for the device: the epochs' losses are summed on the device (in float64
     where the device has it, so the CPU figures equal a host-side sum bit for bit) and read once per
-    epoch, the batch indices are on the device, and CUDA uses fused Adam and cuDNN's autotuner. (BadSAD's
+    epoch, the batch indices are on the device, Adam is fused (CUDA and the CPU), and CUDA uses cuDNN's
+    autotuner. (BadSAD's
     objective waits for nothing either: its terms choose rows by 0/1 weights; only a learner's own term
     functions get the chosen rows by boolean indexing, which waits.) The models' losses are independent,
     so the gradient of their sum is each model's own gradient, and Adam acts element by element: K models
@@ -93,7 +94,8 @@ def train_epochs(module: nn.Module, device: torch.device, n: int, batch_size: in
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay, **({"fused": True} if cuda else {}))
+    fused = device.type in ("cuda", "cpu")  # one kernel for all parameters' updates (MPS: the default loop)
+    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
     histories: list[list[float]] = [[] for _ in gens]
     module.train()
