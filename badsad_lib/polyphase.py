@@ -172,7 +172,7 @@ def _windows(rows: torch.Tensor, groups: int) -> torch.Tensor:
 
 def _over_phases(v: torch.Tensor) -> torch.Tensor:
     """A per-channel vector (G, C) repeated over the four phases: (G*4*C,), the order of a row."""
-    return v.repeat(1, 4).view(-1)
+    return v.unsqueeze(1).expand(v.shape[0], 4, v.shape[1]).reshape(-1)  # (repeat is slower: a composite op)
 
 
 def _per_channel(rows: torch.Tensor, groups: int) -> torch.Tensor:
@@ -194,7 +194,8 @@ def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.
     t = 1
     while t * f < 128 and m % (2 * t) == 0:
         t *= 2
-    return torch.addcmul(shift.repeat(t), x.reshape(m // t, t * f), scale.repeat(t)).reshape(m, f)
+    return torch.addcmul(shift.expand(t, f).reshape(-1), x.reshape(m // t, t * f),
+                         scale.expand(t, f).reshape(-1)).reshape(m, f)
 
 
 class _NormActPool(torch.autograd.Function):
@@ -204,7 +205,7 @@ class _NormActPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, groups: int, eps: float, slope: float):
-        m, count = rows.shape[0], rows.shape[0] * 4
+        m, count = rows.shape[0], float(rows.shape[0] * 4)
         mean = _per_channel(rows, groups).div_(count)
         var = _per_channel((rows - _over_phases(mean)).square_(), groups).div_(count)
         rstd = var.add(eps).rsqrt_()
@@ -219,7 +220,7 @@ class _NormActPool(torch.autograd.Function):
     def backward(ctx, grad, _mean, _var):
         rows, idx, xhat, mean, rstd = ctx.saved_tensors
         m, groups = rows.shape[0], ctx.groups
-        count = m * 4
+        count = float(m * 4)
         g = aten.leaky_relu_backward(grad.reshape(xhat.shape), xhat, ctx.slope, False)
         # dz = rstd * (G - mean(G) - xhat * mean(G * xhat)), G zero off the pooled maxima (where xhat is known)
         a = g.sum(0).reshape(mean.shape) / count
