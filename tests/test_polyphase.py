@@ -59,6 +59,19 @@ def test_the_phase_blocks_compute_what_the_plain_layers_compute(dataset):
         assert _close(fast.encoder(x), plain.encoder(x)) and _close(fast(x), plain(x))
 
 
+def test_the_phase_blocks_compute_the_same_in_the_default_layout_a_gpu_uses(monkeypatch):
+    """Off the CPU the networks run in the default (NCHW) layout: kernels, phase images and rows are copies there."""
+    monkeypatch.setattr(polyphase, "_format_of", lambda x: torch.contiguous_format)
+    fast, plain = _pair("mnist")
+    x = _images("mnist").contiguous()
+    for training in (True, False):
+        fast.train(training), plain.train(training)
+        z, r, gx, gw = _pass(fast, x)
+        z0, r0, gx0, gw0 = _pass(plain, x)
+        assert _close(z, z0) and _close(r, r0) and _close(gx, gx0)
+        assert all(_close(a, b) for a, b in zip(gw, gw0))
+
+
 def test_a_flat_background_changes_nothing_but_where_input_gradients_go():
     """In an exactly flat region the four phases' sums round differently, so the pool may pick another of the
     window's equal maxima than max_pool2d's first; the weights' gradients only see window sums there."""
