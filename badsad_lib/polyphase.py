@@ -5,7 +5,8 @@ phase (a, b)). Two identities make DeepSAD's LeNet blocks cheaper in that layout
 
 - **conv -> BatchNorm -> LeakyReLU -> 2 x 2 max-pool** (the encoder). A k x k convolution (stride 1,
   padding k // 2) of the full image is a 3 x 3 convolution from the four input phases to the four output
-  phases, with the kernel's taps regrouped (``encoder_kernel``). The pool's window is then exactly the
+  phases, with the kernel's taps regrouped (``encoder_kernel``); on one-channel images, a stride-2
+  convolution with the kernel shifted by each phase (``strided_kernel``). The pool's window is then exactly the
   four output phases of one position, and since BatchNorm without affine parameters and LeakyReLU are
   increasing in each channel, max-pooling commutes with them: the pool runs on the raw convolution and
   the normalisation and activation on the pooled quarter. BatchNorm's statistics still come from every
@@ -15,7 +16,8 @@ phase (a, b)). Two identities make DeepSAD's LeNet blocks cheaper in that layout
   taps are sums of the kernel's (``decoder_kernel``); the four phases are interleaved back at the end.
 
 For MNIST's small channel counts these convolutions run 2-6 times faster in oneDNN (fewer, wider
-channels), the decoder does a third of the arithmetic, and no upsampled image is ever made. The weights
+channels), the decoder does a third of the arithmetic, and no upsampled image is ever made. Encoder blocks
+wider than ``NARROW`` channels keep the plain layers, which run faster there (``run`` decides). The weights
 and state dicts are those of the plain layers; values agree with them up to float rounding (tests in
 float64). Ties in the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do.
 Every function takes ``groups``: G networks stacked along the channels (``stacked``), model g's
