@@ -280,7 +280,7 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
 
 def default_stack() -> int:
     """``--stack``'s default: 16 models at once where CUDA is there, 1 (no stacking) on the CPU, where
-    stacked kernels are no faster than one model after another."""
+    stacked kernels gain little (``benchmarks/bench_stack.py``: about 1.1x the models per second)."""
     import torch
 
     return 16 if torch.cuda.is_available() else 1

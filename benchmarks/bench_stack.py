@@ -6,8 +6,9 @@ prints the paired differences of their test AUC (equivalence, not identity, is e
     BADSAD_DATA=../shared/data python benchmarks/bench_stack.py [--ks 1 2 4 8] [--epochs 2] [--device cuda]
                                                                 [--auc 4] [--threads 1]
 
-On a CPU a stack is no faster than its models one after another (the kernels are not overhead-bound
-there); on a GPU it is the way to fill the device. Prints one line per K and, with --auc, the pairs.
+On this 2-core CPU a stack of 2 or 4 gave about 1.1x the models per second of one model at a time (one
+thread; the phase-grid blocks' per-operator cost is shared by the stack); on a GPU it is the way to fill the
+device. Prints one line per K and, with --auc, the pairs.
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ def main() -> None:
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{len(split.x_train)} training images, batch 128, {args.epochs} + {args.epochs} epochs per model")
     settings = PAPER.replace(epochs=args.epochs, ae_epochs=args.epochs)
+    # a first fit in a process pays one-time costs (allocator growth, oneDNN's kernel choices, cached tap maps):
+    # a throwaway one, so that whichever K comes first is not charged them
+    fit_stacked([DeepSAD("mnist", PAPER.replace(epochs=1, ae_epochs=1), device=device, progress=False)],
+                [split.x_train[:1024]], [split.semi_targets[:1024]])
     base = None
     for k in args.ks:
         models = [DeepSAD("mnist", settings, seed=s, device=device, progress=False) for s in range(k)]
