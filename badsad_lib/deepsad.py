@@ -85,9 +85,8 @@ def train_epochs(module: nn.Module, device: torch.device, n: int, batch_size: in
     The loop itself adds no wait for the device: the epochs' losses are summed on the device (in float64
     where the device has it, so the CPU figures equal a host-side sum bit for bit) and read once per
     epoch, the batch indices are on the device, Adam is fused (CUDA and the CPU), and CUDA uses cuDNN's
-    autotuner. (BadSAD's
-    objective waits for nothing either: its terms choose rows by 0/1 weights; only a learner's own term
-    functions get the chosen rows by boolean indexing, which waits.) The models' losses are independent,
+    autotuner. (BadSAD's objective waits for nothing either: its terms choose rows by 0/1 weights; only a
+    learner's own term functions get the chosen rows by boolean indexing, which waits.) The models' losses are independent,
     so the gradient of their sum is each model's own gradient, and Adam acts element by element: K models
     trained here take the steps each would take alone.
     """

@@ -38,3 +38,8 @@ def device_report(device: torch.device | None = None, quick: bool = True) -> str
                 "Runtime > Change runtime type > GPU makes it faster still.")
     return ("Using CPU (no GPU found). Full mode (the paper's settings) takes several minutes per model here; "
             "on Colab, Runtime > Change runtime type > GPU, or use quick mode.")
+
+
+def memory_format_for(device) -> torch.memory_format:
+    """The memory format networks and image batches use on ``device``: channels-last on the CPU."""
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .device import memory_format_for
 from .polyphase import run
 from .registry import Architecture, dataset_info
 
@@ -114,11 +115,6 @@ def initialise(module: nn.Module, generator: torch.Generator) -> nn.Module:
                     bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
                     nn.init.uniform_(m.bias, -bound, bound, generator=generator)
     return module
-
-
-def memory_format_for(device) -> torch.memory_format:
-    """The memory format networks and image batches use on ``device``: channels-last on the CPU."""
-    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
 def in_memory_format(x: torch.Tensor, device) -> torch.Tensor:

@@ -15,8 +15,9 @@ phase (a, b)). Two identities make DeepSAD's LeNet blocks cheaper in that layout
   pixel 2 x 2 times, so each output phase is a small convolution of the image before upsampling whose
   taps are sums of the kernel's (``decoder_kernel``); the four phases are interleaved back at the end.
 
-For MNIST's small channel counts these convolutions run 2-6 times faster in oneDNN (fewer, wider
-channels), the decoder does a third of the arithmetic, and no upsampled image is ever made. Encoder blocks
+For MNIST's small channel counts these convolutions run about twice as fast in oneDNN (fewer, wider
+channels: 1.8x and 2.2x for the encoder's two, forward and backward), the decoder does a third to two
+thirds of the arithmetic, and no upsampled image is ever made. Encoder blocks
 wider than ``NARROW`` channels keep the plain layers, which run faster there (``run`` decides). The weights
 and state dicts are those of the plain layers; values agree with them up to float rounding (tests in
 float64). Ties in the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do.
@@ -32,7 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import memory_format_for
+
 aten = torch.ops.aten
+# The most arithmetic a phase form may do, as a multiple of the plain convolution's (k = 5: 1.44x passes;
+# k = 3: 4x for space-to-depth, 1.78x for stride 2, fails, so digits' 3 x 3 kernels keep the plain layers).
+MAX_ARITHMETIC = 1.5
 
 
 # ------------------------------------------------------------------ layouts
@@ -60,10 +66,10 @@ def depth_to_space(z: torch.Tensor, groups: int = 1) -> torch.Tensor:
 def _encoder_taps(k: int, p: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, int, int] | None:
     """(k*k, (2*2*K)^2) map for the space-to-depth form: per axis, tap d goes to (output phase a, input phase r,
     offset q) with d = 2 q + r - a + p; its padding and K. None where that padding would be uneven or the form
-    would do more than 1.5 times the plain convolution's arithmetic (k = 3: 4x; k = 5: 1.44x)."""
+    would do more than ``MAX_ARITHMETIC`` times the plain convolution's arithmetic."""
     entries = [(a, (a + d - p) % 2, (a + d - p) // 2, d) for a in (0, 1) for d in range(k)]
     low, high = min(e[2] for e in entries), max(e[2] for e in entries)
-    if low != -high or 4 * (high - low + 1) ** 2 > 1.5 * k * k:
+    if low != -high or 4 * (high - low + 1) ** 2 > MAX_ARITHMETIC * k * k:
         return None
     taps = torch.zeros(2, 2, high - low + 1, k)
     for a, r, q, d in entries:
@@ -270,7 +276,7 @@ def conv_norm_pool(x: torch.Tensor, weight: torch.Tensor, padding: int, norm, sl
     if x.shape[-1] % 2 or x.shape[-2] % 2:
         return None
     fmt, k = _format_of(x), weight.shape[-1]
-    if weight.shape[1] == 1 and k % 2 and padding == k // 2 and (k + 1) ** 2 <= 1.5 * k * k:
+    if weight.shape[1] == 1 and k % 2 and padding == k // 2 and (k + 1) ** 2 <= MAX_ARITHMETIC * k * k:
         # one input channel (the images): the stride-2 form reads x as it is, and runs faster in oneDNN than
         # the phase form (whose input must be rearranged first); wider inputs: the phase form, whose backward
         # runs about twice as fast as the stride-2 form's there
@@ -299,8 +305,8 @@ def upsampled_conv_transpose(u: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 
 def _format_of(x: torch.Tensor) -> torch.memory_format:
-    """The memory format the networks use on x's device (``networks.memory_format_for``): channels-last on the CPU."""
-    return torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    """The memory format the networks use on x's device (``device.memory_format_for``)."""
+    return memory_format_for(x.device)
 
 
 # ------------------------------------------------------------------ running a network's layers
@@ -309,6 +315,8 @@ def _format_of(x: torch.Tensor) -> torch.memory_format:
 # (one MNIST-batch training step, measured: Fashion-MNIST's 16/32-channel encoder 0.82x, CIFAR-10's 0.64x;
 # MNIST's 8/4-channel one 1.4x faster). The decoder's phase form does less arithmetic and wins at every width.
 NARROW = 8
+
+
 def _conv_spec(layer: nn.Module):
     """(weight, bias, padding, groups, transposed) of a stride-1, square, zero-padded convolution layer
     (nn.Conv2d / nn.ConvTranspose2d, or a stacked one that describes itself with ``phase_spec()``); else None."""
