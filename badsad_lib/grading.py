@@ -31,11 +31,13 @@ def execute_quick(nb, folder, timeout: int, allow_errors: bool, **env) -> None:
     ``folder``, in quick mode (BADSAD_QUICK=1) with ``env`` set for the kernel; each cell at most ``timeout`` s.
     Without ``allow_errors`` a cell that raises stops the run (nbclient's CellExecutionError)."""
     _, NotebookClient = _nbclient()
+    from .kernel_client import SlicedKernelManager  # nbclient's waits in short polls (a missed wake-up costs 1 s)
+
     saved = {k: os.environ.get(k) for k in ("BADSAD_QUICK", *env)}
     os.environ.update(BADSAD_QUICK="1", **env)  # the kernel inherits them
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
-                       resources={"metadata": {"path": str(folder)}}).execute()
+                       kernel_manager_class=SlicedKernelManager, resources={"metadata": {"path": str(folder)}}).execute()
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None)

@@ -26,6 +26,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from badsad_lib.io import write_json  # noqa: E402
+from badsad_lib.kernel_client import SlicedKernelManager  # noqa: E402
 from badsad_lib.provenance import _git, machine  # noqa: E402
 from badsad_lib.tables import RESULTS  # noqa: E402
 
@@ -38,7 +39,8 @@ def run(path: Path, env: dict) -> float:
     os.environ.update(env)
     start = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(nb, timeout=3600, kernel_name="python3", kernel_manager_class=SlicedKernelManager,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None)

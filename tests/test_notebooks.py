@@ -71,14 +71,15 @@ def test_an_unsolved_lesson_runs_top_to_bottom_on_digits(path, digits_cache):
 
     from nbclient import NotebookClient
 
+    from badsad_lib.kernel_client import SlicedKernelManager
+
     nb = nbformat.read(path, as_version=4)
     saved = {k: os.environ.pop(k, None) for k in ("BADSAD_DATA", "BADSAD_CACHE")}
     os.environ["BADSAD_CACHE"] = str(digits_cache)  # shared by the four lessons, as a learner's cache is
     try:
-        # 120 s a cell (digits' cells take seconds): now and then (2 of 3 clean-clone CI runs on 2026-12-07,
-        # always lesson 03) nbclient's wait for a cell's reply misses its wake-up and sits idle, kernel idle too
-        # (py-spy), until the wait's timeout, when it finds the reply and goes on; at 600 s that cost 10 minutes
-        NotebookClient(nb, timeout=120, kernel_name="python3",
+        # 120 s a cell (digits' cells take seconds); the sliced kernel manager polls for replies 1 s at a time,
+        # so a missed wake-up (kernel_client's docstring) costs a second, not the whole timeout
+        NotebookClient(nb, timeout=120, kernel_name="python3", kernel_manager_class=SlicedKernelManager,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in saved.items():
