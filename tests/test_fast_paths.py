@@ -1,5 +1,6 @@
 """The speed changes keep the maths: channels-last networks compute what the default layout computes,
-checkpoints move between layouts, and the training loop reads the loss from the device once per epoch."""
+checkpoints move between layouts, and the training loop reads the loss from the device once per epoch and
+makes the host wait for the device nowhere else."""
 import copy
 import sys
 
@@ -70,6 +71,41 @@ def test_the_step_loop_reads_the_loss_once_per_epoch(digits_split, monkeypatch):
     assert len(model.history_) == 4 and len(model.ae_history_) == 2
     reads = [r for r in reads if not r.startswith("check_")]  # input checks read their inputs once, before training
     assert reads == ["train_epochs"] * 6  # one host read per epoch, none per mini-batch (there are 4 per epoch here)
+
+
+def test_no_operator_in_the_step_loops_waits_for_the_device(monkeypatch):
+    """Every operator the DeepSAD and BadSAD step loops dispatch (pretraining included), seen from below
+    autograd: none of those that make the host wait for a GPU (a tensor read as a Python number or truth
+    value, nonzero, masked_select, boolean indexing) runs, so a CUDA step queues work and goes on."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import badsad_lib.deepsad as deepsad
+    from badsad_lib.experiments import run
+    from badsad_lib.spec import RunSpec
+
+    waits = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
+             "aten.is_nonzero.default", "aten.equal.default"}
+    seen, waited = [0], []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen[0] += 1
+            boolean_index = str(func).startswith("aten.index") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for a in args if isinstance(a, (list, tuple)) for i in a)
+            if str(func) in waits or boolean_index:
+                waited.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    train_epochs = deepsad.train_epochs
+
+    def watched(*args, **kwargs):
+        with Watch():
+            return train_epochs(*args, **kwargs)
+    monkeypatch.setattr(deepsad, "train_epochs", watched)
+    result = run(RunSpec("digits", 0, method="badsad", settings=DIGITS.replace(epochs=2, ae_epochs=1)))
+    assert result.metrics["auc_clean_model"] > 0.5  # it trained: a clean and a backdoored model, 2 x 3 epochs
+    assert seen[0] > 1000 and waited == []
 
 
 def test_the_views_are_drawn_on_the_device_of_the_images_they_are_made_from():
