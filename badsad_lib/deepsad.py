@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import CheckpointError
-from .device import get_device
+from .device import eval_batch_size, get_device
 from .io import save_torch
 from .metrics import threshold as percentile_threshold
 from .networks import Autoencoder, architecture, build_encoder, in_memory_format, initialise, place
@@ -303,9 +303,11 @@ class DeepSAD:
             raise RuntimeError("this DeepSAD is not fitted yet: call fit(X) or DeepSAD.load(path) first")
 
     @torch.inference_mode()
-    def _codes(self, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    def _codes(self, X: torch.Tensor) -> torch.Tensor:
+        """Codes (N, rep_dim) of X, in eval mode, in batches of ``device.eval_batch_size``."""
         if len(X) == 0:
             return torch.empty(0, architecture(self.dataset).rep_dim, device=self.device)
+        batch_size = eval_batch_size(self.device, architecture(self.dataset).widest_activation)
         was_training = self.net_.training
         self.net_.eval()
         out = torch.cat([self.net_(self._on_device(X[i:i + batch_size])) for i in range(0, len(X), batch_size)])

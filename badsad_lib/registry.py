@@ -36,6 +36,11 @@ class Architecture:
         """(C, H, W) of the images the network takes."""
         return self.in_channels, self.image_size, self.image_size
 
+    @property
+    def widest_activation(self) -> int:
+        """Values per image in the encoder's largest activation (a conv block's output before its pool)."""
+        return max(c * (self.image_size // 2 ** i) ** 2 for i, c in enumerate(self.conv_channels))
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

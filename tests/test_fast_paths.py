@@ -108,6 +108,26 @@ def test_no_operator_in_the_step_loops_waits_for_the_device(monkeypatch):
     assert seen[0] > 1000 and waited == []
 
 
+def test_cpu_evaluation_batches_keep_activations_small_and_the_codes_unchanged(digits_model, digits_split, monkeypatch):
+    """On the CPU a batch's widest activation stays within 16 MiB (the allocator reuses that memory instead of
+    mapping fresh pages every batch); a GPU evaluates 4096 at once; and the batching does not change a code."""
+    from badsad_lib import deepsad
+    from badsad_lib.device import CPU_BATCH_BYTES, eval_batch_size
+
+    for dataset in dataset_names():
+        values = architecture(dataset).widest_activation
+        size = eval_batch_size(CPU, values)
+        assert size * values * 4 <= CPU_BATCH_BYTES or size == 64
+        assert size == 4096 or 2 * size * values * 4 > CPU_BATCH_BYTES  # the largest power of two that fits
+        assert eval_batch_size("cuda", values) == 4096
+    assert [eval_batch_size(CPU, architecture(d).widest_activation) for d in ("mnist", "fmnist", "cifar10")] \
+        == [512, 256, 128]
+    x = digits_split.x_test
+    whole = digits_model._codes(x)
+    monkeypatch.setattr(deepsad, "eval_batch_size", lambda device, values: 7)
+    assert torch.allclose(digits_model._codes(x), whole, atol=1e-5)
+
+
 def test_the_views_are_drawn_on_the_device_of_the_images_they_are_made_from():
     pool = torch.rand(20, 1, 8, 8)
     objective = BadSADObjective("badsad", make_trigger("corners", 1, 8), 1.0, torch.zeros(30, dtype=torch.bool), pool)
