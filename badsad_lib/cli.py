@@ -18,6 +18,8 @@ from .registry import DEFENSES, DETECTORS, METHODS, TIERS, TRIGGERS, dataset_nam
 
 SCHEDULER_TIMEOUT = 10.0  # seconds a --scheduler has to answer
 EXPECTED_ERRORS = (ValueError, DatasetNotFoundError, CheckpointError, OutputError, FloatingPointError, OSError)
+STACK_HELP = ("train up to K models at once in one set of kernels (default: 16 on CUDA; 1 on the CPU, where a stack "
+              "of 2-4 gains only about 1.1x); each cell records its trainer and stack")
 
 
 def _quick(args) -> bool:
@@ -416,8 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the cells on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786) "
                         "instead of local jobs; needs the cluster extra")
     p.add_argument("--stack", type=int, default=None, metavar="K",
-                   help="train up to K models at once in one set of kernels (default: 16 on CUDA, 1 on the CPU, where "
-                        "it is no faster); each cell records its trainer and stack")
+                   help=STACK_HELP)
     p.add_argument("--reevaluate", action="store_true",
                    help="train nothing: measure every cell again from the models kept under --out/models")
     _mode_options(p)
@@ -435,8 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the tables' cells on the Dask cluster whose scheduler is at ADDRESS")
     p.add_argument("--stack", type=int, default=None, metavar="K",
-                   help="train up to K models at once in one set of kernels (default: 16 on CUDA, 1 on the CPU, where "
-                        "it is no faster); each cell records its trainer and stack")
+                   help=STACK_HELP)
     p.add_argument("--reevaluate", action="store_true",
                    help="train nothing: measure every cell again from the models kept under --work (a new metric "
                         "costs minutes, not a grid)")
