@@ -181,7 +181,14 @@ def readme_speed_against() -> str:
                  f"epochs at the paper's settings (MNIST class 0, batch 128, median of {speed['epochs_timed']} "
                  f"after a warm-up epoch). Machine: {speed['machine']}; `{speed['command']}` at commit "
                  f"{speed['commit'][:10]}{' (+ uncommitted changes)' if speed['uncommitted_changes'] else ''}, "
-                 f"{speed['made']}." + (f" {speed['note']}" if speed.get("note") else ""))
+                 f"{speed['made']}.")
+    rounds = [f"{row['timing']} {min(r):.2f}-{max(r):.2f} ({', '.join(f'{x:.2f}' for x in r)})"
+              for row in speed["rows"] if (r := row.get("round_speedups"))]
+    if rounds:
+        lines[-1] += (f" Each round's ratio ({old} / this code, timed back to back, alternating which goes first): "
+                      f"{'; '.join(rounds)}.")
+    if speed.get("note"):
+        lines[-1] += f" {speed['note']}"
     return "\n".join(lines)
 
 

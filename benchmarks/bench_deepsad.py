@@ -134,8 +134,10 @@ def against(args) -> None:
     print(f"\n{'timing':14s} {'this tree (s)':>14s} {rev[:10] + ' (s)':>16s} {'speed-up':>9s}")
     for kind in kinds:
         new, base = (statistics.median(seen[n][kind]) for n in trees)
+        this, that = (seen[n][kind] for n in trees)
         row = {"timing": kind, "this_tree_s": round(new, 3), "against_s": round(base, 3),
-               "speedup": round(base / new, 2), "rounds": args.rounds}
+               "speedup": round(base / new, 2), "rounds": args.rounds,
+               "round_speedups": [round(b / a, 2) for a, b in zip(this, that)]}  # each round's back-to-back pair
         for key, values in extras["this tree"][kind].items():
             row[f"this_tree_{key}"] = round(statistics.median(values), 4)
             row[f"against_{key}"] = round(statistics.median(extras[rev[:10]][kind][key]), 4)
