@@ -37,7 +37,8 @@ def execute_quick(nb, folder, timeout: int, allow_errors: bool, **env) -> None:
     os.environ.update(BADSAD_QUICK="1", **env)  # the kernel inherits them
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
-                       kernel_manager_class=SlicedKernelManager, resources={"metadata": {"path": str(folder)}}).execute()
+                       kernel_manager_class=SlicedKernelManager,
+                       resources={"metadata": {"path": str(folder)}}).execute()
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None)

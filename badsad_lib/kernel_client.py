@@ -3,10 +3,10 @@ whose waits for a kernel's messages poll in slices of ``POLL_SLICE`` seconds.
 
 Why: nbclient waits for a cell's reply with one ``socket.poll(timeout)`` of the whole per-cell timeout. Now
 and then that wait misses the socket's wake-up (seen in 2 of 4 clean-clone CI runs on one day and once in a
-reproduction, each time in lesson 03 on the digits fallback): the kernel had replied and was idle, a second client got answers from it at
-once, and the wait sat until its timeout (600 s), when pyzmq's final check found the reply and the run went
-on. A new poll looks at the socket's state before it waits, so polling in short slices turns such a stall
-into at most one slice, and a cell's timeout still counts from the cell's start.
+reproduction, each time in lesson 03 on the digits fallback): the kernel had replied and was idle, a second
+client got answers from it at once, and the wait sat until its timeout (600 s), when pyzmq's final check found
+the reply and the run went on. A new poll looks at the socket's state before it waits, so polling in short
+slices turns such a stall into at most one slice; a cell's timeout still counts from the cell's start.
 
     NotebookClient(nb, kernel_manager_class=SlicedKernelManager, ...)
 """
