@@ -43,10 +43,10 @@ echo "BADSAD_DATA=$BADSAD_DATA"
 
 if [ "${TESTS_S:-120}" != 0 ]; then
   stage tests
-  timeout -k 10 "${TESTS_S:-120}" $python -m pytest -o addopts="" -p no:cacheprovider -q -x -n "${TEST_JOBS:-8}" \
+  timeout -k 10 "${TESTS_S:-120}" $python -m pytest -o addopts="" -p no:cacheprovider -q -rfE -n "${TEST_JOBS:-8}" \
     tests/test_deepsad.py tests/test_fast_paths.py tests/test_polyphase.py tests/test_stacked.py tests/test_attack.py \
     > "$out/tests.txt" 2>&1
-  echo "tests rc=$? after $(elapsed) s"; tail -n 15 "$out/tests.txt"
+  echo "tests rc=$? after $(elapsed) s"; tail -n 40 "$out/tests.txt"
 fi
 
 stage smoke
