@@ -12,6 +12,7 @@ slices turns such a stall into at most one slice; a cell's timeout still counts 
 """
 from __future__ import annotations
 
+import math
 import time
 from queue import Empty
 
@@ -31,11 +32,12 @@ class SlicedChannel(AsyncZMQSocketChannel):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = POLL_SLICE if deadline is None else min(POLL_SLICE, max(0.0, deadline - time.monotonic()))
-            try:
-                return await super().get_msg(timeout=left)
-            except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
+            # whole milliseconds, rounded up: a poll of 0 ms before the deadline would spin (the socket's
+            # poll, like the channel's own get_msg, takes whole ms)
+            if await self.socket.poll(math.ceil(left * 1000 - 1e-9)):
+                return await self._recv()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Empty
 
 
 class SlicedKernelClient(AsyncKernelClient):
