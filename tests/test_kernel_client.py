@@ -2,8 +2,8 @@
 costs one slice, and a wait still ends with queue.Empty at its timeout."""
 import asyncio
 import time
-from types import SimpleNamespace
 from queue import Empty
+from types import SimpleNamespace
 
 import pytest
 
