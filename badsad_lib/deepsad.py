@@ -86,9 +86,9 @@ def train_epochs(module: nn.Module, device: torch.device, n: int, batch_size: in
     where the device has it, so the CPU figures equal a host-side sum bit for bit) and read once per
     epoch, the batch indices are on the device, Adam is fused (CUDA and the CPU), and CUDA uses cuDNN's
     autotuner. (BadSAD's objective waits for nothing either: its terms choose rows by 0/1 weights; only a
-    learner's own term functions get the chosen rows by boolean indexing, which waits.) The models' losses are independent,
-    so the gradient of their sum is each model's own gradient, and Adam acts element by element: K models
-    trained here take the steps each would take alone.
+    learner's own term functions get the chosen rows by boolean indexing, which waits.) The models' losses
+    are independent, so the gradient of their sum is each model's own gradient, and Adam acts element by
+    element: K models trained here take the steps each would take alone.
     """
     cuda = device.type == "cuda"
     if cuda:

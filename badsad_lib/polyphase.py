@@ -17,12 +17,12 @@ phase (a, b)). Two identities make DeepSAD's LeNet blocks cheaper in that layout
 
 For MNIST's small channel counts these convolutions run about twice as fast in oneDNN (fewer, wider
 channels: 1.8x and 2.2x for the encoder's two, forward and backward), the decoder does a third to two
-thirds of the arithmetic, and no upsampled image is ever made. Encoder blocks
-wider than ``NARROW`` channels keep the plain layers, which run faster there (``run`` decides). The weights
-and state dicts are those of the plain layers; values agree with them up to float rounding (tests in
-float64). Ties in the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do.
-Every function takes ``groups``: G networks stacked along the channels (``stacked``), model g's
-channels in block g, each block computed with its own weights and statistics.
+thirds of the arithmetic, and no upsampled image is ever made. Encoder blocks wider than ``NARROW``
+channels keep the plain layers, which run faster there (``run`` decides). The weights and state dicts
+are those of the plain layers; values agree with them up to float rounding (tests in float64). Ties in
+the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do. Every function takes
+``groups``: G networks stacked along the channels (``stacked``), model g's channels in block g, each block
+computed with its own weights and statistics.
 """
 from __future__ import annotations
 
