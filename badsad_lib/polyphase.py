@@ -20,7 +20,8 @@ channels: 1.8x and 2.2x for the encoder's two, forward and backward), the decode
 thirds of the arithmetic, and no upsampled image is ever made. Encoder blocks wider than ``NARROW``
 channels keep the plain layers, which run faster there (``run`` decides). The weights and state dicts
 are those of the plain layers; values agree with them up to float rounding (tests in float64). Ties in
-the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do. Every function takes
+the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do. On the CPU the pooled
+blocks' BatchNorm, LeakyReLU and pool run as compiled loops (``cpu_kernels``), elsewhere as PyTorch operators. Every function takes
 ``groups``: G networks stacked along the channels (``stacked``), model g's channels in block g, each block
 computed with its own weights and statistics.
 """
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_kernels
 from .device import memory_format_for
 
 aten = torch.ops.aten
@@ -213,6 +215,12 @@ class _NormActPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, groups: int, eps: float, slope: float):
+        ctx.groups, ctx.slope, ctx.compiled = groups, slope, cpu_kernels.usable(rows)
+        if ctx.compiled:  # the same maths as compiled loops (cpu_kernels)
+            out, mean, var, (idx, xhat, ctx.stats) = cpu_kernels.forward(rows, groups, eps, slope)
+            ctx.save_for_backward(rows, idx, xhat)
+            ctx.mark_non_differentiable(mean, var)
+            return out, mean, var
         m, count = rows.shape[0], float(rows.shape[0] * 4)
         mean = _per_channel(rows, groups).div_(count)
         var = _per_channel((rows - _over_phases(mean)).square_(), groups).div_(count)
@@ -220,12 +228,13 @@ class _NormActPool(torch.autograd.Function):
         pooled, idx = aten.max_pool2d_with_indices(_windows(rows, groups), [2, 2], [2, 2])
         xhat = _affine(pooled.view(m, -1), rstd.view(-1), mean.mul(rstd).neg_().view(-1))
         ctx.save_for_backward(rows, idx, xhat, mean, rstd)
-        ctx.groups, ctx.slope = groups, slope
         ctx.mark_non_differentiable(mean, var)
         return F.leaky_relu(xhat, slope), mean, var
 
     @staticmethod
     def backward(ctx, grad, _mean, _var):
+        if ctx.compiled:
+            return cpu_kernels.backward(grad, *ctx.saved_tensors, ctx.stats, ctx.groups, ctx.slope), None, None, None
         rows, idx, xhat, mean, rstd = ctx.saved_tensors
         m, groups = rows.shape[0], ctx.groups
         count = float(m * 4)
