@@ -40,8 +40,9 @@ def _numba():
 
 
 def usable(rows: torch.Tensor) -> bool:
-    """Whether the compiled loops take ``rows``: a float32 or float64 CPU tensor, with numba installed."""
-    return rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and _numba() is not None
+    """Whether the compiled loops take ``rows``: a non-empty float32 or float64 CPU tensor, with numba installed."""
+    return (rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and rows.shape[0] > 0
+            and _numba() is not None)
 
 
 @lru_cache(maxsize=None)

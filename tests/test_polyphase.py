@@ -18,6 +18,8 @@ def formulation(request, monkeypatch):
     PyTorch operators every other device runs."""
     if request.param == "pytorch":
         monkeypatch.setattr(cpu_kernels, "usable", lambda rows: False)
+    else:  # a dependency, so CI has it; skipped only where the suite runs from a bare tree (a lent GPU machine)
+        pytest.importorskip("numba")
     return request.param
 
 
@@ -143,6 +145,7 @@ def test_the_compiled_loops_compute_what_the_pytorch_operators_compute_in_float6
     rows[70, 17] = float("nan")
     rows = rows.to(dtype)
     grad = torch.randn(m, groups * c, dtype=dtype, generator=gen)
+    pytest.importorskip("numba")
     assert cpu_kernels.usable(rows)
     results = []
     for x in (rows.clone(), rows.double()):
@@ -164,9 +167,19 @@ def test_the_compiled_loops_compute_what_the_pytorch_operators_compute_in_float6
 
 
 def test_the_compiled_loops_take_float_cpu_tensors_only():
+    """float32 and float64 on the CPU; bfloat16 and other devices keep the PyTorch operators."""
+    pytest.importorskip("numba")
     assert cpu_kernels.usable(torch.zeros(2, 4)) and cpu_kernels.usable(torch.zeros(2, 4, dtype=torch.float64))
     assert not cpu_kernels.usable(torch.zeros(2, 4, dtype=torch.bfloat16))
     assert not cpu_kernels.usable(torch.zeros(2, 4, device="meta"))
+
+
+def test_without_numba_the_cpu_keeps_the_pytorch_operators(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_numba", lambda: None)
+    assert not cpu_kernels.usable(torch.zeros(2, 4))
+    fast, plain = _pair("mnist")
+    x = _images("mnist")
+    assert _close(fast.encoder(x), plain.encoder(x))
 
 
 def test_phase_forms_run_where_they_pay_and_nowhere_else(monkeypatch):
