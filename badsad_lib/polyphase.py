@@ -21,9 +21,9 @@ thirds of the arithmetic, and no upsampled image is ever made. Encoder blocks wi
 channels keep the plain layers, which run faster there (``run`` decides). The weights and state dicts
 are those of the plain layers; values agree with them up to float rounding (tests in float64). Ties in
 the pool go to the first maximum in the window's row order, as ``max_pool2d``'s do. On the CPU the pooled
-blocks' BatchNorm, LeakyReLU and pool run as compiled loops (``cpu_kernels``), elsewhere as PyTorch operators. Every function takes
-``groups``: G networks stacked along the channels (``stacked``), model g's channels in block g, each block
-computed with its own weights and statistics.
+blocks' BatchNorm, LeakyReLU and pool run as compiled loops (``cpu_kernels``), elsewhere as PyTorch
+operators. Every function takes ``groups``: G networks stacked along the channels (``stacked``), model g's
+channels in block g, each block computed with its own weights and statistics.
 """
 from __future__ import annotations
 
