@@ -25,7 +25,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-# The fewest values a loop's inner row should hold: narrower rows are tiled (t rows side by side) to fill vectors.
+# The fewest values an inner row should hold: narrower rows are tiled (t rows side by side) to fill vectors. The
+# PyTorch formulation (``polyphase._affine``) tiles its rows the same way.
 ROW_VALUES = 128
 
 
@@ -133,7 +134,7 @@ def _loops():
     return column_moments, window_max, normalise_act, act_backward, rows_backward
 
 
-def _tiles(m: int, width: int) -> int:
+def row_tiles(m: int, width: int) -> int:
     """How many rows of ``width`` values to lay side by side (a power of two dividing m) for rows of at least
     ``ROW_VALUES`` values, or as close as m allows."""
     t = 1
@@ -158,7 +159,7 @@ def forward(rows: torch.Tensor, groups: int, eps: float, slope: float):
     r = rows.detach().contiguous().numpy()
     m, width = r.shape
     c = width // (4 * groups)
-    t = _tiles(m, width)
+    t = row_tiles(m, width)
     # sums of rows - shift, shift a value of each channel (the first row's phase 0), so that the variance (a
     # difference of two sums) does not cancel where the mean is far from zero compared with the spread
     shift = r[0].reshape(groups, 4, c)[:, :1].astype(np.float64)
@@ -172,7 +173,7 @@ def forward(rows: torch.Tensor, groups: int, eps: float, slope: float):
 
     pooled, idx = np.empty((m * groups, c), r.dtype), np.empty((m, groups * c), np.int8)
     window_max(r.reshape(m * groups, 4 * c), pooled, idx.reshape(m * groups, c))
-    t = _tiles(m, groups * c)
+    t = row_tiles(m, groups * c)
     tiled = (m // t, t * groups * c)
     xhat, out = np.empty(tiled, r.dtype), np.empty(tiled, r.dtype)
     normalise_act(pooled.reshape(tiled), _laid(mean, (t, groups * c), r.dtype), _laid(rstd, (t, groups * c), r.dtype),
@@ -194,7 +195,7 @@ def backward(grad: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, xhat: to
     m, width = r.shape
     c = width // (4 * groups)
     gc = groups * c
-    t = _tiles(m, gc)
+    t = row_tiles(m, gc)
     tiled = (m // t, t * gc)
     scaled = np.empty(tiled, r.dtype)
     a, b = np.zeros(t * gc), np.zeros(t * gc)

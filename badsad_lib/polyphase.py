@@ -199,11 +199,9 @@ def _window_max(rows: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """x (M, F) * scale (F,) + shift (F,), computed on rows of at least 128 values (tiled vectors)."""
+    """x (M, F) * scale (F,) + shift (F,), computed on rows of at least 128 values (``cpu_kernels.row_tiles``)."""
     m, f = x.shape
-    t = 1
-    while t * f < 128 and m % (2 * t) == 0:
-        t *= 2
+    t = cpu_kernels.row_tiles(m, f)
     return torch.addcmul(shift.expand(t, f).reshape(-1), x.reshape(m // t, t * f),
                          scale.expand(t, f).reshape(-1)).reshape(m, f)
 
