@@ -13,6 +13,9 @@ alternating which tree goes first; it prints the medians and the speed-up REV / 
 
     BADSAD_DATA=../shared/data python benchmarks/bench_deepsad.py --against c376657 --rounds 3 [--threads 1]
 
+``--jobs 2`` runs each timing in two processes of the same tree at once, the way ``badsad tables --jobs 2``
+keeps both cores busy with one-thread cells (the figure is their mean), so the ratio is the grid's.
+
 Run it on an otherwise idle machine: tiny networks slow down badly when threads outnumber free cores.
 (Whole grids are timed by ``badsad tables``, which records wall and cell seconds in MANIFEST.json.)
 """
@@ -50,9 +53,14 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="time this tree and git commit REV side by side")
     parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating rounds (medians)")
     parser.add_argument("--threads", type=int, default=1, help="with --against: torch threads per timing")
+    parser.add_argument("--jobs", type=int, default=1, help="with --against: run each timing in this many "
+                        "processes of the same tree at once (as `badsad tables --jobs` runs cells); their mean")
     parser.add_argument("--kinds", default="autoencoder,deepsad,badsad,quick_model",
                         help="with --against: comma-separated timings (epoch_timer.py's KINDs)")
     args = parser.parse_args()
+    if args.jobs < 1 or args.threads < 1 or args.rounds < 1:
+        parser.error(f"--jobs, --threads and --rounds take a whole number of at least 1, not "
+                     f"{min((args.jobs, args.threads, args.rounds))}")
     if args.against:
         return against(args)
     device = get_device(args.device)
@@ -95,16 +103,25 @@ TREE = TIMER.parent.parent
 
 
 def timing(tree: Path, kind: str, args) -> dict:
-    """One ``epoch_timer.py`` run with ``tree``'s badsad_lib first on the path (checked: it names its file)."""
+    """``epoch_timer.py`` with ``tree``'s badsad_lib first on the path (checked: it names its file), in
+    ``args.jobs`` processes at once: the mean of their seconds (and of any AUC or ASR)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, str(TIMER), kind, "--threads", str(args.threads), "--epochs", str(args.epochs)]
     if args.device:
         command += ["--device", args.device]
-    done = subprocess.run(command, env=env, cwd=tree, check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if not Path(result["library"]).resolve().is_relative_to(tree.resolve()):
-        raise RuntimeError(f"the timing meant for {tree} imported {result['library']}")
-    return result
+    running = [subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(args.jobs)]
+    results = []
+    for process in running:
+        out, err = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"the timing {kind} in {tree} failed ({process.returncode}):\n{err}")
+        result = json.loads(out.strip().splitlines()[-1])
+        if not Path(result["library"]).resolve().is_relative_to(tree.resolve()):
+            raise RuntimeError(f"the timing meant for {tree} imported {result['library']}")
+        results.append(result)
+    return {**results[0], **{key: statistics.mean(r[key] for r in results)
+                             for key in ("seconds", "auc", "asr_95") if key in results[0]}}
 
 
 def against(args) -> None:
@@ -148,7 +165,7 @@ def against(args) -> None:
         write_json(RESULTS / "speed_against.json",
                    {"against": rev, "commit": _git("rev-parse", "HEAD") or "unknown",
                     "uncommitted_changes": bool(_git("status", "--porcelain", "--", ".", ":(exclude)results")),
-                    "rows": rows, "command": command, "threads": args.threads,
+                    "rows": rows, "command": command, "threads": args.threads, "jobs": args.jobs,
                     "epochs_timed": args.epochs, "machine": machine(), "made": time.strftime("%Y-%m-%d")})
         print(f"wrote {RESULTS / 'speed_against.json'}")
 
