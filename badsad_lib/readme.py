@@ -177,8 +177,9 @@ def readme_speed_against() -> str:
                         for key in row if key.startswith("this_tree_") and key != "this_tree_s")
         lines.append(f"| {TIMING_LABELS.get(row['timing'], row['timing'])}{extra} | {row['this_tree_s']:.3f} | {row['against_s']:.3f} | "
                      f"{row['speedup']:.2f}x |")
-    lines.append(f"\nMedians of {speed['rows'][0]['rounds']} alternating rounds, {speed['threads']} thread(s), "
-                 f"epochs at the paper's settings (MNIST class 0, batch 128, median of {speed['epochs_timed']} "
+    at_once = f", {speed['jobs']} processes of a tree at once (their mean)" if speed.get("jobs", 1) > 1 else ""
+    lines.append(f"\nMedians of {speed['rows'][0]['rounds']} alternating rounds, {speed['threads']} thread(s)"
+                 f"{at_once}, epochs at the paper's settings (MNIST class 0, batch 128, median of {speed['epochs_timed']} "
                  f"after a warm-up epoch). Machine: {speed['machine']}; `{speed['command']}` at commit "
                  f"{speed['commit'][:10]}{' (+ uncommitted changes)' if speed['uncommitted_changes'] else ''}, "
                  f"{speed['made']}.")

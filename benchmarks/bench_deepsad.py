@@ -112,14 +112,20 @@ def timing(tree: Path, kind: str, args) -> dict:
     running = [subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(args.jobs)]
     results = []
-    for process in running:
-        out, err = process.communicate()
-        if process.returncode:
-            raise RuntimeError(f"the timing {kind} in {tree} failed ({process.returncode}):\n{err}")
-        result = json.loads(out.strip().splitlines()[-1])
-        if not Path(result["library"]).resolve().is_relative_to(tree.resolve()):
-            raise RuntimeError(f"the timing meant for {tree} imported {result['library']}")
-        results.append(result)
+    try:
+        for process in running:
+            out, err = process.communicate()
+            if process.returncode:
+                raise RuntimeError(f"the timing {kind} in {tree} failed ({process.returncode}):\n{err}")
+            result = json.loads(out.strip().splitlines()[-1])
+            if not Path(result["library"]).resolve().is_relative_to(tree.resolve()):
+                raise RuntimeError(f"the timing meant for {tree} imported {result['library']}")
+            results.append(result)
+    finally:
+        for process in running:  # a failed timing stops its siblings
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     return {**results[0], **{key: statistics.mean(r[key] for r in results)
                              for key in ("seconds", "auc", "asr_95") if key in results[0]}}
 

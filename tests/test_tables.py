@@ -49,6 +49,15 @@ def test_the_readme_tables_are_the_csvs():
     assert "<!-- begin table grids -->" in readme and readme_grids() in readme
 
 
+def test_a_speed_record_of_several_processes_at_once_says_so(tmp_path, monkeypatch):
+    from badsad_lib import readme
+    record = json.loads((RESULTS / "speed_against.json").read_text())
+    monkeypatch.setattr(readme, "RESULTS", tmp_path)
+    for jobs, said in ((1, False), (2, True)):
+        (tmp_path / "speed_against.json").write_text(json.dumps({**record, "jobs": jobs}))
+        assert ("thread(s), 2 processes of a tree at once (their mean)" in readme.readme_speed_against()) is said
+
+
 def test_no_other_result_file_hides_in_results():
     shipped = {p.name for p in RESULTS.iterdir()}
     assert shipped == {f"{n}.csv" for n in SHIPPED} | {"MANIFEST.json", "speed.json", "speed_against.json",
